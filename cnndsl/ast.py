@@ -1,0 +1,152 @@
+"""The syntax tree: small frozen dataclasses, each with its source span."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from cnndsl.diagnostics import Span
+
+# ----------------------------------------------------------------------------- expressions
+
+
+@dataclass(frozen=True)
+class Num:
+    value: int | float
+    span: Span
+
+
+@dataclass(frozen=True)
+class Size:
+    """`3x3`, `28x28x1`."""
+
+    dims: tuple[int, ...]
+    span: Span
+
+
+@dataclass(frozen=True)
+class Str:
+    value: str
+    span: Span
+
+
+@dataclass(frozen=True)
+class Name:
+    id: str
+    span: Span
+
+
+@dataclass(frozen=True)
+class Attr:
+    """`in.c`: a property of a named value."""
+
+    obj: Name
+    attr: Name
+    span: Span
+
+
+@dataclass(frozen=True)
+class Tuple:
+    items: tuple[Expr, ...]
+    span: Span
+
+
+@dataclass(frozen=True)
+class BinOp:
+    op: str  # one of + - * / //
+    left: Expr
+    right: Expr
+    span: Span
+
+
+@dataclass(frozen=True)
+class Neg:
+    operand: Expr
+    span: Span
+
+
+Expr = Num | Size | Str | Name | Attr | Tuple | BinOp | Neg
+
+# ----------------------------------------------------------------------------- statements
+
+
+@dataclass(frozen=True)
+class Positional:
+    value: Expr
+    span: Span
+
+
+@dataclass(frozen=True)
+class Keyword:
+    name: Name
+    value: Expr
+    span: Span
+
+
+Arg = Positional | Keyword
+
+
+@dataclass(frozen=True)
+class Path:
+    """One `| ...` path of a merge."""
+
+    body: tuple[Stmt, ...]
+    span: Span
+
+
+@dataclass(frozen=True)
+class Brace:
+    """`{ ... }` after a statement: either paths (merges) or a body (`repeat`)."""
+
+    paths: tuple[Path, ...]
+    body: tuple[Stmt, ...]
+    span: Span
+
+
+@dataclass(frozen=True)
+class Stmt:
+    """`op args... [as name] [{ ... }]`, or a block call `name(args...) [as name]`."""
+
+    op: Name
+    args: tuple[Arg, ...]
+    alias: Name | None
+    brace: Brace | None
+    is_call: bool
+    span: Span
+
+
+# ----------------------------------------------------------------------------- top level
+
+
+@dataclass(frozen=True)
+class Param:
+    name: Name
+    default: Expr | None
+    span: Span
+
+
+@dataclass(frozen=True)
+class BlockDef:
+    name: Name
+    params: tuple[Param, ...]
+    body: tuple[Stmt, ...]
+    span: Span
+
+
+@dataclass(frozen=True)
+class Network:
+    name: Name
+    body: tuple[Stmt, ...]
+    span: Span
+
+
+@dataclass(frozen=True)
+class TrainSection:
+    entries: tuple[Stmt, ...]
+    span: Span
+
+
+@dataclass(frozen=True)
+class Program:
+    networks: tuple[Network, ...]
+    blocks: tuple[BlockDef, ...]
+    trains: tuple[TrainSection, ...]

@@ -1,0 +1,152 @@
+"""The `cnndsl` command: thin wiring from arguments to the pipeline and back to exit codes.
+
+Exit codes: 0 no errors (warnings allowed), 1 the file has errors, 2 usage errors.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from typer.main import get_command
+
+from cnndsl import __version__
+from cnndsl.diagnostics import ERROR, WARNING, Renderer
+
+EXIT_ERRORS, EXIT_USAGE, EXIT_INTERNAL = 1, 2, 70
+
+
+class _App(typer.Typer):
+    """A typer app whose usage errors are one line, and which never shows a traceback."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        command = get_command(self)
+        try:
+            code = command.main(*args, prog_name="cnndsl", standalone_mode=False, **kwargs)
+        except (typer.Abort, KeyboardInterrupt):
+            print("interrupted", file=sys.stderr)
+            sys.exit(130)
+        except Exception as err:
+            _exit_on_click_error(err)
+            if os.environ.get("CNNDSL_DEBUG"):
+                raise
+            print(f"cnndsl: internal error: {type(err).__name__}: {err} "
+                  "(this is a bug; please report it with the input file)", file=sys.stderr)
+            sys.exit(EXIT_INTERNAL)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+def _exit_on_click_error(err: Exception) -> None:
+    """Typer's (vendored) click errors: help for a bare command, one line for the rest."""
+    if not (hasattr(err, "format_message") and hasattr(err, "exit_code")):
+        return
+    if type(err).__name__ == "NoArgsIsHelpError":
+        print(err.format_message())
+        sys.exit(EXIT_USAGE)
+    ctx = getattr(err, "ctx", None)
+    where = f"cnndsl {ctx.info_name} --help" if ctx is not None and ctx.parent else "cnndsl --help"
+    _fail(f"{err.format_message()} (see `{where}`)", err.exit_code or EXIT_USAGE)
+
+
+def _fail(message: str, code: int = EXIT_USAGE) -> None:
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(code)
+
+
+app = _App(
+    name="cnndsl",
+    help="A small language for convolutional networks: check, build, train, draw.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+
+def colour_for(stream: Any) -> bool:
+    """Colour only on a terminal, and never when NO_COLOR is set (no-color.org)."""
+    if os.environ.get("NO_COLOR") or os.environ.get("TERM") == "dumb":
+        return False
+    return bool(os.environ.get("FORCE_COLOR")) or stream.isatty()
+
+
+def read_source(path: Path) -> str:
+    try:
+        return path.read_bytes().decode("utf-8", errors="replace")
+    except FileNotFoundError:
+        _fail(f"cannot read `{path}`: no such file")
+    except IsADirectoryError:
+        _fail(f"cannot read `{path}`: it is a folder")
+    except OSError as err:
+        _fail(f"cannot read `{path}`: {err.strerror}")
+    raise AssertionError  # unreachable: _fail exits
+
+
+def _summary(diagnostics: list, filename: str) -> str | None:
+    errors = sum(d.severity == ERROR for d in diagnostics)
+    warnings = sum(d.severity == WARNING for d in diagnostics)
+    plural = lambda n, w: f"{n} {w}{'s' if n != 1 else ''}"  # noqa: E731
+    if errors:
+        extra = f" and {plural(warnings, 'warning')}" if warnings else ""
+        return f"error: `{filename}` has {plural(errors, 'error')}{extra}"
+    return f"{plural(warnings, 'warning')} in `{filename}`" if warnings else None
+
+
+FileArg = Annotated[Path, typer.Argument(help="The .cnn file.", show_default=False, metavar="FILE")]
+NetworkOpt = Annotated[str | None, typer.Option(
+    "--network", "-n", help="Which network of the file (when it defines several).")]
+
+
+def load(file: Path, network: str | None):
+    """Read and analyse a file; a bad --network is a usage error."""
+    from cnndsl.pipeline import NetworkChoiceError, analyse
+
+    source = read_source(file)
+    try:
+        return source, analyse(source, network)
+    except NetworkChoiceError as err:
+        _fail(str(err))
+        raise AssertionError from err  # unreachable: _fail exits
+
+
+@app.command()
+def check(
+    file: FileArg,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object on stdout.")] = False,
+    network: NetworkOpt = None,
+) -> int:
+    """Check shapes, parameters and multiply-adds of every layer, exactly as Keras."""
+    from cnndsl import report
+
+    source, result = load(file, network)
+    name = str(file)
+    if as_json:
+        print(json.dumps(report.to_json(result, name), indent=2))
+        return 0 if result.ok else EXIT_ERRORS
+    renderer = Renderer(name, source, colour_for(sys.stderr))
+    for d in result.diagnostics:
+        print(renderer.render(d) + "\n", file=sys.stderr)
+    if result.ok and result.analysis is not None:
+        print(report.table(result.analysis, name, colour_for(sys.stdout)))
+    summary = _summary(result.diagnostics, name)
+    if summary:
+        print(summary, file=sys.stderr)
+    return 0 if result.ok else EXIT_ERRORS
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        print(f"cnndsl {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def main(
+    version: Annotated[bool, typer.Option(
+        "--version", help="Print the version.", callback=_print_version, is_eager=True)] = False,
+) -> None:
+    """cnndsl: describe a CNN in a few lines; check it, build Keras code, train it, draw it."""

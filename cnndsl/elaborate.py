@@ -1,0 +1,529 @@
+"""Stage 2: AST -> graph IR. Blocks, arguments, expressions and `repeat` are expanded; every
+layer is named, scoped and wired to its inputs."""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any
+
+from cnndsl import ast
+from cnndsl.diagnostics import CnnError, Diagnostic, Label, Span, did_you_mean
+from cnndsl.graph import Graph, Node, Scope, TrainEntry
+from cnndsl.ops import OPS, Op
+from cnndsl.ops.activations import ACTIVATIONS
+from cnndsl.ops.base import ArgSpec
+
+MAX_LAYERS = 100_000
+_NO_INPUT = -1  # before the network's `input`
+
+
+@dataclass(frozen=True)
+class Word:
+    """A bare name that is not a variable: a flag (`same`, `relu`) or a value like `true`."""
+
+    name: str
+
+
+class _TooBig(Exception):
+    pass
+
+
+# ----------------------------------------------------------------------------- expressions
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
+
+
+def describe(v: Any) -> str:
+    if isinstance(v, Word):
+        return f"the name `{v.name}`"
+    if isinstance(v, str):
+        return f"the string {v!r}"
+    if isinstance(v, tuple):
+        return f"the tuple {_show(v)}"
+    return f"`{v}`"
+
+
+def _show(v: Any) -> str:
+    if isinstance(v, tuple):
+        return "(" + ", ".join(_show(x) for x in v) + ("," if len(v) == 1 else "") + ")"
+    return v.name if isinstance(v, Word) else repr(v)
+
+
+def evaluate(expr: ast.Expr, env: dict[str, Any]) -> Any:
+    """The value of an expression: int, float, str, tuple, or a Word for an unbound name."""
+    match expr:
+        case ast.Num(value=v) | ast.Str(value=v):
+            return v
+        case ast.Size(dims=dims):
+            return dims
+        case ast.Name(id=name):
+            return env[name] if name in env else Word(name)
+        case ast.Tuple(items=items):
+            return tuple(evaluate(i, env) for i in items)
+        case ast.Neg(operand=operand):
+            return -_number(evaluate(operand, env), operand.span, "-")
+        case ast.BinOp(op=op, left=left, right=right):
+            a = _number(evaluate(left, env), left.span, op)
+            b = _number(evaluate(right, env), right.span, op)
+            return _arith(op, a, b, expr.span)
+        case ast.Attr(obj=obj):
+            raise CnnError(f"`{obj.id}` has no properties", expr.span,
+                           "only numbers, sizes, names and tuples are values here")
+    raise CnnError("this expression is not supported", expr.span)
+
+
+def _number(v: Any, span: Span, op: str) -> int | float:
+    if not _is_number(v):
+        what = f"the undefined name `{v.name}`" if isinstance(v, Word) else describe(v)
+        raise CnnError(f"`{op}` needs numbers, not {what}", span)
+    return v
+
+
+def _arith(op: str, a: int | float, b: int | float, span: Span) -> int | float:
+    if op in ("//", "/") and b == 0:
+        raise CnnError("division by zero", span)
+    result = {"+": lambda: a + b, "-": lambda: a - b, "*": lambda: a * b,
+              "//": lambda: a // b, "/": lambda: a / b}[op]()
+    if isinstance(result, float) and not math.isfinite(result):
+        raise CnnError("this number is too large", span)
+    return result
+
+
+# ----------------------------------------------------------------------------- argument kinds
+
+
+def _whole(v: Any, what: str, span: Span, minimum: int) -> int:
+    if not isinstance(v, int) or isinstance(v, bool):
+        raise CnnError(f"{what} must be a whole number, not {describe(v)}", span)
+    if v < minimum:
+        bound = "positive" if minimum == 1 else f"at least {minimum}"
+        raise CnnError(f"{what} must be {bound}, not {v}", span)
+    return v
+
+
+def _pair(v: Any, what: str, span: Span, minimum: int) -> tuple[int, int]:
+    if isinstance(v, tuple):
+        if len(v) != 2:
+            raise CnnError(f"{what} takes two sizes (height, width), not {len(v)}", span,
+                           "write `3x3`, `1x7` or `(3, 3)`")
+        return (_whole(v[0], what, span, minimum), _whole(v[1], what, span, minimum))
+    n = _whole(v, what, span, minimum)
+    return (n, n)
+
+
+def _pad(v: Any, what: str, span: Span) -> tuple[tuple[int, int], tuple[int, int]]:
+    if isinstance(v, tuple) and len(v) == 2 and all(isinstance(x, tuple) for x in v):
+        return (_pair(v[0], what, span, 0), _pair(v[1], what, span, 0))
+    h, w = _pair(v, what, span, 0)
+    return ((h, h), (w, w))
+
+
+def _shape(v: Any, what: str, span: Span) -> tuple[int, ...]:
+    dims = v if isinstance(v, tuple) else (v,)
+    if not dims:
+        raise CnnError(f"{what} needs at least one size", span)
+    out = tuple(_whole(d, what, span, -1) for d in dims)
+    if 0 in out or any(d < -1 for d in out):
+        raise CnnError(f"{what} sizes must be positive", span)
+    return out
+
+
+def _choice(v: Any, what: str, span: Span, choices: tuple[str, ...]) -> str:
+    if isinstance(v, Word) and v.name in choices:
+        return v.name
+    name = v.name if isinstance(v, Word) else str(v)
+    hint = did_you_mean(name, choices) or "one of: " + ", ".join(f"`{c}`" for c in choices[:8])
+    raise CnnError(f"{what} cannot be {describe(v)}", span, hint)
+
+
+def convert(spec: ArgSpec, v: Any, span: Span) -> Any:
+    """Check a value against its argument's kind and normalise it (`3` -> `(3, 3)`)."""
+    what = f"`{spec.name}`"
+    if v is None and spec.default is None:
+        return None
+    match spec.kind:
+        case "count":
+            return _whole(v, what, span, 1)
+        case "int":
+            return _whole(v, what, span, -(10**18))
+        case "size2":
+            return _pair(v, what, span, 1)
+        case "pad":
+            return _pad(v, what, span)
+        case "shape":
+            return _shape(v, what, span)
+        case "rate":
+            if not _is_number(v) or not 0 <= v < 1:
+                raise CnnError(f"{what} must be a number from 0 up to (not including) 1, "
+                               f"not {describe(v)}", span)
+            return float(v)
+        case "float":
+            if not _is_number(v):
+                raise CnnError(f"{what} must be a number, not {describe(v)}", span)
+            return float(v)
+        case "bool":
+            return _choice(v, what, span, ("true", "false")) == "true"
+        case "activation":
+            return _choice(v, what, span, ACTIVATIONS)
+        case "padding":
+            return _choice(v, what, span, ("same", "valid"))
+    raise AssertionError(f"unknown argument kind {spec.kind}")
+
+
+# ----------------------------------------------------------------------------- elaboration
+
+
+class _Elaborator:
+    def __init__(self, program: ast.Program) -> None:
+        self.diagnostics: list[Diagnostic] = []
+        self.blocks: dict[str, ast.BlockDef] = {}
+        self.nodes: list[Node] = []
+        self.scopes: list[Scope] = []
+        self.counters: dict[tuple[str, ...], dict[str, int]] = defaultdict(dict)
+        self.names: dict[str, Span] = {}
+        self.call_stack: list[ast.BlockDef] = []
+        self.repeat_spans: list[Span] = []
+        for block in program.blocks:
+            self._define(block)
+
+    def error(self, message: str, span: Span | None, hint: str | None = None,
+              labels: tuple[Label, ...] = ()) -> None:
+        self.diagnostics.append(CnnError(message, span, hint, labels).diagnostic())
+
+    def _define(self, block: ast.BlockDef) -> None:
+        name = block.name.id
+        if name in OPS or name == "repeat":
+            self.error(f"a block cannot be called `{name}`: that is an op", block.name.span,
+                       "choose another name")
+        elif name in self.blocks:
+            first = self.blocks[name].name.span
+            self.error(f"block `{name}` is defined twice", block.name.span,
+                       "rename one of them", (Label(first, "first defined here"),))
+        else:
+            self.blocks[name] = block
+        seen: dict[str, Span] = {}
+        for p in block.params:
+            if p.name.id in seen:
+                self.error(f"parameter `{p.name.id}` appears twice", p.name.span, None,
+                           (Label(seen[p.name.id], "first here"),))
+            seen[p.name.id] = p.name.span
+
+    # ---- naming
+
+    def _fresh(self, scope: tuple[str, ...], base: str) -> str:
+        counter = self.counters[scope]
+        while True:
+            counter[base] = counter.get(base, 0) + 1
+            local = f"{base}_{counter[base]}"
+            if "/".join((*scope, local)) not in self.names:
+                return local
+
+    def _claim(self, scope: tuple[str, ...], local: str, span: Span) -> str:
+        full = "/".join((*scope, local))
+        if full in self.names:
+            raise CnnError(f"the name `{full}` is used twice", span,
+                           "names of layers and block instances must be unique",
+                           (Label(self.names[full], "first used here"),))
+        self.names[full] = span
+        return full
+
+    def _local(self, scope: tuple[str, ...], alias: ast.Name | None, base: str) -> str:
+        return alias.id if alias else self._fresh(scope, base)
+
+    # ---- statements
+
+    def body(self, stmts: tuple[ast.Stmt, ...], current: int | None, env: dict[str, Any],
+             scope: tuple[str, ...]) -> int | None:
+        for stmt in stmts:
+            try:
+                current = self.stmt(stmt, current, env, scope)
+            except CnnError as err:
+                self.diagnostics.append(err.diagnostic(stmt.span))
+                current = None
+        return current
+
+    def stmt(self, stmt: ast.Stmt, current: int | None, env: dict[str, Any],
+             scope: tuple[str, ...]) -> int | None:
+        if stmt.is_call:
+            return self.call(stmt, current, env, scope)
+        name = stmt.op.id
+        if name == "repeat":
+            return self.repeat(stmt, current, env, scope)
+        op = OPS.get(name)
+        if op is None:
+            if name in self.blocks:
+                raise CnnError(f"`{name}` is a block: call it with parentheses", stmt.op.span,
+                               f"write `{name}(...)`, with no space before `(`")
+            raise CnnError(f"unknown op `{name}`", stmt.op.span,
+                           did_you_mean(name, [*OPS, *self.blocks, "repeat"])
+                           or "see docs/language.md for the list of ops")
+        if op.arity == "source":
+            if current != _NO_INPUT or scope:
+                raise CnnError("`input` can only be the first statement of a network",
+                               stmt.op.span)
+        elif current == _NO_INPUT:
+            raise CnnError(f"`{name}` comes before the network's `input`", stmt.op.span,
+                           "start the network with `input HxWxC`, e.g. `input 28x28x1`")
+        args, spans = self.bind(op, stmt, env)
+        inputs, input_spans = self._inputs(op, stmt, current, env, scope)
+        return self.add_node(op, args, spans, inputs, input_spans, stmt, scope)
+
+    def _inputs(self, op: Op, stmt: ast.Stmt, current: int | None, env: dict[str, Any],
+                scope: tuple[str, ...]) -> tuple[tuple[int | None, ...], tuple[Span, ...]]:
+        brace = stmt.brace
+        if op.arity != "merge":
+            if brace is not None:
+                raise CnnError(f"`{op.name}` takes no `{{ }}`", brace.span,
+                               "only `concat`, `add`, `multiply` and `repeat` take a brace")
+            return ((current,) if op.arity == "one" else ()), ()
+        if brace is None or not brace.paths:
+            raise CnnError(f"`{op.name}` needs paths, each starting with `|`",
+                           brace.span if brace else stmt.op.span,
+                           f"write `{op.name} {{ | identity | conv 64 3x3 same }}`")
+        if len(brace.paths) < 2:
+            raise CnnError(f"`{op.name}` needs at least two paths", brace.span,
+                           "with one path there is nothing to merge")
+        outs = []
+        for path in brace.paths:
+            if not path.body:
+                raise CnnError("this path is empty", path.span,
+                               "write `identity` for a path that passes its input through")
+            outs.append(self.body(path.body, current, env, scope))
+        return tuple(outs), tuple(path.span for path in brace.paths)
+
+    def add_node(self, op: Op, args: dict[str, Any], spans: dict[str, Span],
+                 inputs: tuple[int | None, ...], input_spans: tuple[Span, ...],
+                 stmt: ast.Stmt, scope: tuple[str, ...]) -> int:
+        if len(self.nodes) >= MAX_LAYERS:
+            raise _TooBig
+        # The one input is just `input`; other layers count up per op: conv_1, conv_2, ...
+        local = op.name if op.arity == "source" and not stmt.alias else self._local(
+            scope, stmt.alias, op.name)
+        full = self._claim(scope, local, stmt.alias.span if stmt.alias else stmt.op.span)
+        node = Node(len(self.nodes), full, op, args, inputs, scope, stmt.span, spans,
+                    input_spans)
+        self.nodes.append(node)
+        return node.id
+
+    # ---- arguments
+
+    def bind(self, op: Op, stmt: ast.Stmt, env: dict[str, Any]
+             ) -> tuple[dict[str, Any], dict[str, Span]]:
+        """Match a statement's arguments to the op's: flags, positionals, then key=value."""
+        values: dict[str, Any] = {}
+        spans: dict[str, Span] = {}
+        for arg in stmt.args:
+            if isinstance(arg, ast.Keyword):
+                self._keyword(op, arg, env, values, spans)
+            else:
+                self._positional(op, arg, env, values, spans)
+        for spec in op.args:
+            if spec.name not in values:
+                if spec.required:
+                    raise CnnError(f"`{op.name}` needs its `{spec.name}` ({spec.doc})",
+                                   stmt.op.span, f"write `{op.usage()}`")
+                values[spec.name] = spec.default
+            else:
+                values[spec.name] = convert(spec, values[spec.name], spans[spec.name])
+        return values, spans
+
+    def _keyword(self, op: Op, arg: ast.Keyword, env: dict[str, Any],
+                 values: dict[str, Any], spans: dict[str, Span]) -> None:
+        key = arg.name.id
+        spec = op.arg(key)
+        if spec is None:
+            names = [a.name for a in op.args]
+            known = ", ".join(f"`{n}`" for n in names) or "none"
+            raise CnnError(f"`{op.name}` has no argument `{key}`", arg.name.span,
+                           did_you_mean(key, names) or f"its arguments: {known}")
+        if key in values:
+            raise CnnError(f"`{key}` is given twice", arg.span, None,
+                           (Label(spans[key], "first given here"),))
+        values[key], spans[key] = evaluate(arg.value, env), arg.span
+
+    def _positional(self, op: Op, arg: ast.Positional, env: dict[str, Any],
+                    values: dict[str, Any], spans: dict[str, Span]) -> None:
+        value = evaluate(arg.value, env)
+        if isinstance(value, Word) and value.name in op.flags:
+            key, flag_value = op.flags[value.name]
+            if key in values:
+                raise CnnError(f"`{value.name}` sets `{key}` a second time", arg.span,
+                               "keep one of them", (Label(spans[key], "first set here"),))
+            values[key], spans[key] = Word(flag_value), arg.span
+            return
+        free = [s for s in op.positional if s.name not in values]
+        takes_word = bool(free) and free[0].kind in ("activation", "bool", "padding")
+        if isinstance(value, Word) and not takes_word:
+            choices = [*op.flags, *env]
+            raise CnnError(f"unknown name `{value.name}`", arg.span,
+                           did_you_mean(value.name, choices) or self._flag_hint(op))
+        if not free:
+            names = " ".join(s.name.upper() for s in op.positional) or "none"
+            raise CnnError(f"too many arguments for `{op.name}`", arg.span,
+                           f"its positional arguments: {names}; the rest are key=value: "
+                           f"`{op.usage()}`")
+        values[free[0].name], spans[free[0].name] = value, arg.span
+
+    @staticmethod
+    def _flag_hint(op: Op) -> str:
+        words = sorted({k for k, (key, _) in op.flags.items() if key == "padding"})
+        if op.flags:
+            extra = " or an activation name" if any(
+                key == "activation" for key, _ in op.flags.values()) else ""
+            return f"`{op.name}` takes the flag words {', '.join(words) or 'none'}{extra}"
+        return f"`{op.name}` takes no flag words"
+
+    # ---- blocks and repeat
+
+    def call(self, stmt: ast.Stmt, current: int | None, env: dict[str, Any],
+             scope: tuple[str, ...]) -> int | None:
+        name = stmt.op.id
+        block = self.blocks.get(name)
+        if block is None:
+            if name in OPS:
+                raise CnnError(f"`{name}` is an op, not a block", stmt.op.span,
+                               f"ops take arguments after a space: `{OPS[name].usage()}`; "
+                               f"`{name} (3, 2)` passes a tuple")
+            raise CnnError(f"unknown block `{name}`", stmt.op.span,
+                           did_you_mean(name, [*self.blocks, *OPS]))
+        if current == _NO_INPUT:
+            raise CnnError(f"`{name}` comes before the network's `input`", stmt.op.span)
+        if block in self.call_stack:
+            chain = " -> ".join(b.name.id for b in self.call_stack[self.call_stack.index(block):])
+            raise CnnError(f"block `{name}` calls itself ({chain} -> {name})", stmt.op.span,
+                           "a block cannot contain itself; use `repeat` for repetition",
+                           (Label(block.name.span, "defined here"),))
+        inner_env = self._bind_call(block, stmt, env)
+        local = self._local(scope, stmt.alias, name)
+        path = (*scope, local)
+        self._claim(scope, local, stmt.alias.span if stmt.alias else stmt.op.span)
+        self.scopes.append(Scope(path, "block", name, stmt.span))
+        self.call_stack.append(block)
+        try:
+            return self.body(block.body, current, inner_env, path)
+        finally:
+            self.call_stack.pop()
+
+    def _bind_call(self, block: ast.BlockDef, stmt: ast.Stmt, env: dict[str, Any]
+                   ) -> dict[str, Any]:
+        params = {p.name.id: p for p in block.params}
+        given: dict[str, Any] = {}
+        order = list(params)
+        for arg in stmt.args:
+            if isinstance(arg, ast.Keyword):
+                key = arg.name.id
+                if key not in params:
+                    raise CnnError(f"block `{block.name.id}` has no parameter `{key}`",
+                                   arg.name.span, did_you_mean(key, params))
+                if key in given:
+                    raise CnnError(f"`{key}` is given twice", arg.span)
+                given[key] = evaluate(arg.value, env)
+            else:
+                free = [p for p in order if p not in given]
+                if not free:
+                    raise CnnError(f"too many arguments for block `{block.name.id}`", arg.span,
+                                   f"it takes {len(params)}: {', '.join(params)}",
+                                   (Label(block.name.span, "defined here"),))
+                given[free[0]] = evaluate(arg.value, env)
+        inner: dict[str, Any] = {}
+        for name, p in params.items():
+            if name in given:
+                inner[name] = given[name]
+            elif p.default is not None:
+                inner[name] = evaluate(p.default, inner)
+            else:
+                raise CnnError(f"block `{block.name.id}` needs its parameter `{name}`",
+                               stmt.op.span, f"pass it: `{block.name.id}({', '.join(params)})`",
+                               (Label(p.span, "declared here"),))
+        return inner
+
+    def repeat(self, stmt: ast.Stmt, current: int | None, env: dict[str, Any],
+               scope: tuple[str, ...]) -> int | None:
+        positional = [a for a in stmt.args if isinstance(a, ast.Positional)]
+        if len(stmt.args) != 1 or not positional:
+            raise CnnError("`repeat` takes one count: `repeat N { ... }`", stmt.op.span)
+        count = _whole(evaluate(positional[0].value, env), "the repeat count",
+                       positional[0].span, 1)
+        brace = stmt.brace
+        if brace is None or brace.paths or not brace.body:
+            raise CnnError("`repeat` needs a body in braces: `repeat N { ... }`",
+                           brace.span if brace else stmt.op.span)
+        body = brace.body
+        # A repeated single block call is scoped by its own calls (dense_layer_1, _2, ...).
+        own_scope = stmt.alias is not None or not (len(body) == 1 and body[0].is_call
+                                                   and body[0].alias is None)
+        self.repeat_spans.append(stmt.span)
+        try:
+            for _ in range(count):
+                before = len(self.nodes)
+                inner = scope
+                if own_scope:
+                    local = self._fresh(scope, stmt.alias.id if stmt.alias else "repeat")
+                    inner = (*scope, local)
+                    self._claim(scope, local, stmt.span)
+                    self.scopes.append(Scope(inner, "repeat", None, stmt.span))
+                current = self.body(body, current, env, inner)
+                if len(self.nodes) == before:  # nothing made: the rest would make nothing too
+                    break
+        finally:
+            self.repeat_spans.pop()
+        return current
+
+    # ---- networks
+
+    def network(self, net: ast.Network) -> int | None:
+        current = self.body(net.body, _NO_INPUT, {}, ())
+        if not self.nodes or self.nodes[0].op.arity != "source":
+            if not any("input" in d.message for d in self.diagnostics):
+                self.error(f"network `{net.name.id}` has no `input`", net.name.span,
+                           "start it with `input HxWxC`, e.g. `input 28x28x1`")
+            return None
+        return None if current == _NO_INPUT else current
+
+
+def _train(program: ast.Program, diagnostics: list[Diagnostic]) -> list[TrainEntry]:
+    if not program.trains:
+        return []
+    for extra in program.trains[1:]:
+        diagnostics.append(CnnError("a file has one `train` section", extra.span,
+                                    "merge the two sections").diagnostic())
+    entries = []
+    for stmt in program.trains[0].entries:
+        try:
+            values = tuple(evaluate(a.value, {}) for a in stmt.args
+                           if isinstance(a, ast.Positional))
+            options = {a.name.id: evaluate(a.value, {}) for a in stmt.args
+                       if isinstance(a, ast.Keyword)}
+        except CnnError as err:
+            diagnostics.append(err.diagnostic(stmt.span))
+            continue
+        if stmt.brace is not None or stmt.is_call or stmt.alias is not None:
+            diagnostics.append(CnnError("a `train` entry is `key value... option=value...`",
+                                        stmt.span).diagnostic())
+            continue
+        entries.append(TrainEntry(stmt.op.id, values, options, stmt.span))
+    return entries
+
+
+def elaborate(program: ast.Program, network: ast.Network) -> tuple[Graph, list[Diagnostic]]:
+    """Expand one network of a program into a graph; errors are collected, not raised."""
+    e = _Elaborator(program)
+    try:
+        output = e.network(network)
+    except _TooBig:
+        span = e.repeat_spans[0] if e.repeat_spans else network.name.span
+        e.nodes.clear()
+        e.error(f"this network expands to more than {MAX_LAYERS:,} layers", span,
+                "reduce the `repeat` counts")
+        output = None
+    except RecursionError:
+        e.nodes.clear()
+        e.error("blocks nest too deeply to expand", network.name.span,
+                "call fewer blocks inside one another")
+        output = None
+    train = _train(program, e.diagnostics)
+    return Graph(network.name.id, e.nodes, e.scopes, output, train), e.diagnostics

@@ -1,0 +1,57 @@
+"""The graph IR that elaboration produces: every layer named, scoped and wired."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from cnndsl.diagnostics import Span
+from cnndsl.ops.base import Op
+
+
+@dataclass(frozen=True)
+class Scope:
+    """A block instance or one repetition of `repeat`: layers are named under its path."""
+
+    path: tuple[str, ...]
+    kind: str  # "block" or "repeat"
+    block: str | None  # the block's name, for block instances
+    span: Span
+
+
+@dataclass(frozen=True)
+class Node:
+    """One layer. `inputs` holds node ids; None marks an input lost to an earlier error."""
+
+    id: int
+    name: str
+    op: Op
+    args: dict[str, Any]
+    inputs: tuple[int | None, ...]
+    scope: tuple[str, ...]
+    span: Span
+    arg_spans: dict[str, Span] = field(default_factory=dict)
+    input_spans: tuple[Span, ...] = ()  # for merges: the span of each path
+
+    @property
+    def local_name(self) -> str:
+        return self.name.rsplit("/", 1)[-1]
+
+
+@dataclass(frozen=True)
+class TrainEntry:
+    """`key value... k=v...` in a `train { }` section, kept as data."""
+
+    key: str
+    values: tuple[Any, ...]
+    options: dict[str, Any]
+    span: Span
+
+
+@dataclass
+class Graph:
+    network: str
+    nodes: list[Node]
+    scopes: list[Scope]
+    output: int | None
+    train: list[TrainEntry] = field(default_factory=list)

@@ -1,0 +1,170 @@
+"""Stage 3: graph -> analysed graph. Shapes, parameters, MACs, receptive fields and the
+diagnostics they raise; the one object every backend reads."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from cnndsl.diagnostics import ERROR, WARNING, Diagnostic, Label
+from cnndsl.graph import Graph, Node, Scope
+from cnndsl.ops.base import Context, Shape, ShapeError, fmt_shape
+
+BYTES_PER_VALUE = 4  # float32
+
+
+@dataclass(frozen=True)
+class Field:
+    """Receptive field along height and width, and the jump (product of strides) so far."""
+
+    size: tuple[int, int]
+    jump: tuple[int, int]
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One analysed layer; `shape` is None when an earlier error left its input unknown."""
+
+    node: Node
+    shape: Shape | None
+    trainable: int = 0
+    non_trainable: int = 0
+    macs: int = 0
+    field: Field | None = None
+
+    @property
+    def params(self) -> int:
+        return self.trainable + self.non_trainable
+
+
+@dataclass(frozen=True)
+class Totals:
+    trainable: int = 0
+    non_trainable: int = 0
+    macs: int = 0
+
+    @property
+    def params(self) -> int:
+        return self.trainable + self.non_trainable
+
+    def __add__(self, layer: Layer) -> Totals:
+        return Totals(self.trainable + layer.trainable, self.non_trainable + layer.non_trainable,
+                      self.macs + layer.macs)
+
+
+@dataclass
+class Analysis:
+    graph: Graph
+    layers: list[Layer]
+    diagnostics: list[Diagnostic] = field(default_factory=list)
+
+    @property
+    def input_shape(self) -> Shape | None:
+        return self.layers[0].shape if self.layers else None
+
+    @property
+    def output_shape(self) -> Shape | None:
+        out = self.graph.output
+        return self.layers[out].shape if out is not None else None
+
+    @property
+    def totals(self) -> Totals:
+        total = Totals()
+        for layer in self.layers:
+            total += layer
+        return total
+
+    def scope_totals(self, scope: Scope) -> Totals:
+        total = Totals()
+        n = len(scope.path)
+        for layer in self.layers:
+            if layer.node.scope[:n] == scope.path:
+                total += layer
+        return total
+
+    @property
+    def peak_activation_bytes(self) -> int:
+        """The most activation memory alive at once in a forward pass (batch 1, float32).
+
+        A tensor lives from the layer that makes it to the last layer that reads it.
+        """
+        last_use = {}
+        for layer in self.layers:
+            for i in layer.node.inputs:
+                if i is not None:
+                    last_use[i] = layer.node.id
+        if self.graph.output is not None:
+            last_use[self.graph.output] = len(self.layers)
+        live, peak, sizes = 0, 0, {}
+        for layer in self.layers:
+            sizes[layer.node.id] = math.prod(layer.shape) if layer.shape else 0
+            live += sizes[layer.node.id]
+            peak = max(peak, live)
+            for i in set(layer.node.inputs):
+                if i is not None and last_use.get(i) == layer.node.id:
+                    live -= sizes[i]
+            if layer.node.id not in last_use:
+                live -= sizes[layer.node.id]
+        return peak * BYTES_PER_VALUE
+
+
+def _receptive_field(node: Node, ctx: Context, inputs: list[Field]) -> Field:
+    if not inputs:
+        return Field((1, 1), (1, 1))
+    if node.op.windows is None:  # the widest field over a merge's paths
+        return Field(tuple(max(f.size[i] for f in inputs) for i in (0, 1)),  # type: ignore[arg-type]
+                     tuple(max(f.jump[i] for f in inputs) for i in (0, 1)))  # type: ignore[arg-type]
+    windows = node.op.windows(node.args, ctx)
+    f = inputs[0]
+    if windows is None:
+        return f
+    size = tuple(f.size[i] + (windows[i].kernel - 1) * f.jump[i] for i in (0, 1))
+    jump = tuple(f.jump[i] * windows[i].stride for i in (0, 1))
+    return Field(size, jump)  # type: ignore[arg-type]
+
+
+def _call_site(node: Node, scopes: dict[tuple[str, ...], Scope]) -> tuple[Label, ...]:
+    """A label at the block call a layer was expanded from, so errors in blocks find their use."""
+    scope = scopes.get(node.scope)
+    if scope is None or scope.kind != "block":
+        return ()
+    return (Label(scope.span, f"in `{'/'.join(scope.path)}`, expanded from this call"),)
+
+
+def _layer(node: Node, layers: list[Layer], diagnostics: list[Diagnostic],
+           scopes: dict[tuple[str, ...], Scope]) -> Layer:
+    ins = [layers[i] if i is not None else None for i in node.inputs]
+    if any(i is None or i.shape is None for i in ins):
+        return Layer(node, None)  # an earlier error: stay silent rather than cascade
+    ctx = Context([i.shape for i in ins])  # type: ignore[union-attr, misc]
+    try:
+        out = node.op.shape(node.args, ctx)
+    except ShapeError as err:
+        span = node.arg_spans.get(err.arg or "", node.span)
+        labels = tuple(Label(s, f"this path gives {fmt_shape(i.shape)}")  # type: ignore[union-attr]
+                       for s, i in zip(node.input_spans, ins, strict=False))
+        diagnostics.append(Diagnostic(ERROR, err.message, span, _with_input(err.hint, ctx, node),
+                                      labels + _call_site(node, scopes)))
+        return Layer(node, None)
+    for message, hint in ctx.warnings:
+        diagnostics.append(Diagnostic(WARNING, message, node.span, hint, _call_site(node, scopes)))
+    trainable, non_trainable = node.op.params(node.args, ctx, out)
+    field_ = _receptive_field(node, ctx, [i.field for i in ins])  # type: ignore[union-attr, misc]
+    return Layer(node, out, trainable, non_trainable, node.op.macs(node.args, ctx, out), field_)
+
+
+def _with_input(hint: str | None, ctx: Context, node: Node) -> str | None:
+    if node.op.arity == "merge" or not ctx.inputs:
+        return hint
+    shape = f"the input here is {fmt_shape(ctx.shape)}"
+    return f"{shape}; {hint}" if hint else shape
+
+
+def infer(graph: Graph) -> Analysis:
+    """Analyse every layer in order (elaboration emits them topologically)."""
+    layers: list[Layer] = []
+    diagnostics: list[Diagnostic] = []
+    scopes = {s.path: s for s in graph.scopes}
+    for node in graph.nodes:
+        layers.append(_layer(node, layers, diagnostics, scopes))
+    return Analysis(graph, layers, diagnostics)

@@ -1,0 +1,171 @@
+"""What an op is: one definition that the checker, code generator, runtime and diagram read."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+Shape = tuple[int, ...]
+Args = Mapping[str, Any]
+REQUIRED = object()
+
+
+class ShapeError(Exception):
+    """A shape rule's refusal; `arg` names the argument to point at, if one is to blame."""
+
+    def __init__(self, message: str, hint: str | None = None, arg: str | None = None) -> None:
+        super().__init__(message)
+        self.message, self.hint, self.arg = message, hint, arg
+
+
+@dataclass(frozen=True)
+class ArgSpec:
+    """One argument of an op.
+
+    kind: count (int > 0), int, size2 (kernel-like pair), pad (explicit zero padding),
+    rate (float in [0, 1)), float, bool, activation, padding, shape, word.
+    """
+
+    name: str
+    kind: str
+    default: Any = REQUIRED
+    positional: bool = False
+    doc: str = ""
+
+    @property
+    def required(self) -> bool:
+        return self.default is REQUIRED
+
+
+@dataclass(frozen=True)
+class KerasLayer:
+    """One Keras layer an op becomes: `keras.layers.<cls>(**kwargs)`, named name + suffix."""
+
+    cls: str
+    kwargs: Mapping[str, Any]
+    suffix: str = ""
+
+
+@dataclass(frozen=True)
+class Window:
+    """A sliding window along one axis, for the receptive field: effective kernel and stride."""
+
+    kernel: int
+    stride: int
+
+
+@dataclass
+class Context:
+    """What a shape rule sees besides the arguments: its input shapes and a place for warnings."""
+
+    inputs: list[Shape]
+    warnings: list[tuple[str, str | None]] = field(default_factory=list)
+
+    @property
+    def shape(self) -> Shape:
+        return self.inputs[0]
+
+    def warn(self, message: str, hint: str | None = None) -> None:
+        self.warnings.append((message, hint))
+
+
+def _zero(args: Args, ctx: Context, out: Shape) -> int:
+    return 0
+
+
+def _no_params(args: Args, ctx: Context, out: Shape) -> tuple[int, int]:
+    return (0, 0)
+
+
+@dataclass(frozen=True)
+class Op:
+    """A layer kind. `arity`: "source" (input), "one", or "merge" (takes `{ | paths }`)."""
+
+    name: str
+    keras: str
+    summary: str
+    args: tuple[ArgSpec, ...]
+    shape: Callable[[Args, Context], Shape]
+    to_keras: Callable[[Args], list[KerasLayer]]
+    flags: Mapping[str, tuple[str, Any]] = field(default_factory=dict)
+    params: Callable[[Args, Context, Shape], tuple[int, int]] = _no_params
+    macs: Callable[[Args, Context, Shape], int] = _zero
+    windows: Callable[[Args, Context], tuple[Window, Window] | None] | None = None
+    arity: str = "one"
+    label: Callable[[Args], str] | None = None
+
+    def arg(self, name: str) -> ArgSpec | None:
+        return next((a for a in self.args if a.name == name), None)
+
+    @property
+    def positional(self) -> tuple[ArgSpec, ...]:
+        return tuple(a for a in self.args if a.positional)
+
+    def usage(self) -> str:
+        """`conv FILTERS KERNEL [stride=1] ...`: the one-line usage shown in hints."""
+        parts = [self.name]
+        for a in self.args:
+            if a.positional:
+                parts.append(a.name.upper() if a.required else f"[{a.name.upper()}]")
+        parts += [f"{a.name}=..." for a in self.args if not a.positional and a.required]
+        return " ".join(parts)
+
+
+# ----------------------------------------------------------------------------- spatial rules
+
+
+def padded_extent(size: int, pad: tuple[int, int] | None) -> int:
+    return size if pad is None else size + pad[0] + pad[1]
+
+
+def effective_kernel(kernel: int, dilation: int) -> int:
+    return kernel + (kernel - 1) * (dilation - 1)
+
+
+def window_output(size: int, kernel: int, stride: int, padding: str,
+                  axis: str, ctx: Context, pad: tuple[int, int] | None = None) -> int:
+    """Output length of a sliding window, exactly as TensorFlow computes it.
+
+    `same`: ceil(size / stride). `valid` (after any explicit padding):
+    floor((size - kernel) / stride) + 1, an error when the window does not fit,
+    a warning when the stride leaves the last rows or columns uncovered.
+    """
+    if padding == "same" and pad is None:
+        return math.ceil(size / stride)
+    extent = padded_extent(size, pad)
+    if extent < kernel:
+        where = f"{size}" if pad is None else f"{size} + padding = {extent}"
+        raise ShapeError(
+            f"the {kernel}-wide window does not fit in the input's {axis} ({where})",
+            "use a smaller kernel, `same` padding, or drop a downsampling layer before this one",
+        )
+    left = (extent - kernel) % stride
+    if left:
+        rows = "rows" if axis == "height" else "columns"
+        ctx.warn(f"stride {stride} leaves the last {left} {rows} of the input "
+                 f"({axis} {extent}) uncovered",
+                 "use `same` padding, or sizes where (input - kernel) divides by the stride")
+    return (extent - kernel) // stride + 1
+
+
+def spatial(ctx: Context, what: str) -> tuple[int, int, int]:
+    """The (height, width, channels) of a rank-3 input, or a ShapeError saying what is wrong."""
+    shape = ctx.shape
+    if len(shape) != 3:
+        raise ShapeError(
+            f"`{what}` needs a height x width x channels input, but gets {fmt_shape(shape)}",
+            "spatial layers go before `flatten` or global pooling",
+        )
+    return shape  # type: ignore[return-value]
+
+
+def fmt_shape(shape: Shape | None) -> str:
+    if shape is None:
+        return "?"
+    return "x".join(str(d) for d in shape) if shape else "scalar"
+
+
+def pair(value: Any) -> tuple[int, int]:
+    return tuple(value) if isinstance(value, tuple) else (value, value)  # type: ignore[return-value]

@@ -1,0 +1,244 @@
+"""Stage 1: .cnn text -> AST, with syntax errors said in words."""
+
+from __future__ import annotations
+
+from functools import cache
+
+from lark import Lark, Token, Transformer, UnexpectedInput, v_args
+from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedToken
+
+from cnndsl import ast
+from cnndsl.diagnostics import ERROR, Diagnostic, Span
+from cnndsl.resources import resource_dir
+
+# How each terminal is named in an error message.
+_TERMINAL_WORDS = {
+    "NAME": "a name",
+    "CALL_NAME": "a block call",
+    "INT": "a number",
+    "FLOAT": "a number",
+    "SIZE": "a size like `3x3`",
+    "STRING": 'a string like `"text"`',
+    "_SEP": "a new line or `;`",
+    "$END": "the end of the file",
+}
+# Several expected tokens that say one thing together.
+_GROUPS = (
+    ("an operator (`+ - * / //`)", {"`+`", "`-`", "`*`", "`/`", "`//`"}),
+    ("a value", {"a name", "a number", "a size like `3x3`", "`(`"}),
+)
+_MAX_SYNTAX_ERRORS = 20
+
+
+@cache
+def _parser() -> Lark:
+    grammar = (resource_dir("grammars") / "cnn.lark").read_text()
+    return Lark(grammar, parser="lalr", propagate_positions=True, maybe_placeholders=True,
+                cache=True)
+
+
+def _span(meta_or_token) -> Span:
+    m = meta_or_token
+    if isinstance(m, Token):
+        return Span(m.line, m.column, m.end_line, m.end_column)
+    if getattr(m, "empty", False):
+        return Span(1, 1, 1, 2)
+    return Span(m.line, m.column, m.end_line, m.end_column)
+
+
+def _join(a: Span, b: Span) -> Span:
+    return Span(a.line, a.column, b.end_line, b.end_column)
+
+
+@v_args(meta=True)
+class _ToAst(Transformer):
+    """Turns Lark's tree into the frozen dataclasses of cnndsl.ast."""
+
+    def start(self, meta, items):
+        pick = lambda kind: tuple(i for i in items if isinstance(i, kind))  # noqa: E731
+        return ast.Program(pick(ast.Network), pick(ast.BlockDef), pick(ast.TrainSection))
+
+    def network(self, meta, c):
+        return ast.Network(_name(c[0]), c[1], _span(meta))
+
+    def block_def(self, meta, c):
+        params = tuple(p for p in c[1:-1] if p is not None)
+        return ast.BlockDef(_name(c[0]), params, c[-1], _span(meta))
+
+    def param(self, meta, c):
+        return ast.Param(_name(c[0]), c[1], _span(meta))
+
+    def train(self, meta, c):
+        return ast.TrainSection(c[0], _span(meta))
+
+    def body(self, meta, c):
+        return tuple(s for s in c if s is not None)
+
+    def op_stmt(self, meta, c):
+        op, rest = _name(c[0]), list(c[1:])
+        brace = rest.pop() if rest and isinstance(rest[-1], ast.Brace) else None
+        alias = rest.pop() if rest and isinstance(rest[-1], ast.Name) else None
+        return ast.Stmt(op, tuple(rest), alias, brace, False, _span(meta))
+
+    def call_stmt(self, meta, c):
+        op, rest = _name(c[0]), list(c[1:])
+        alias = rest.pop() if rest and isinstance(rest[-1], ast.Name) else None
+        args = tuple(a for a in rest if a is not None)
+        return ast.Stmt(op, args, alias, None, True, _span(meta))
+
+    def alias(self, meta, c):
+        return _name(c[0])
+
+    def brace(self, meta, c):
+        paths = tuple(x for x in c if isinstance(x, ast.Path))
+        body = tuple(x for x in c if isinstance(x, ast.Stmt))
+        return ast.Brace(paths, body, _span(meta))
+
+    def path(self, meta, c):
+        return ast.Path(tuple(s for s in c if s is not None), _span(meta))
+
+    def keyword(self, meta, c):
+        return ast.Keyword(_name(c[0]), c[1], _span(meta))
+
+    def positional(self, meta, c):
+        return ast.Positional(c[0], _span(meta))
+
+    def _binop(op):
+        def build(self, meta, c):
+            return ast.BinOp(op, c[0], c[1], _span(meta))
+        return build
+
+    add, sub, mul = _binop("+"), _binop("-"), _binop("*")
+    floordiv, truediv = _binop("//"), _binop("/")
+
+    def neg(self, meta, c):
+        return ast.Neg(c[0], _span(meta))
+
+    def int(self, meta, c):
+        return ast.Num(int(c[0]), _span(c[0]))
+
+    def float(self, meta, c):
+        return ast.Num(float(c[0]), _span(c[0]))
+
+    def size(self, meta, c):
+        return ast.Size(tuple(int(d) for d in c[0].split("x")), _span(c[0]))
+
+    def string(self, meta, c):
+        raw = c[0][1:-1]
+        value = raw.encode("utf-8", "backslashreplace").decode("unicode_escape", "replace")
+        return ast.Str(value, _span(c[0]))
+
+    def name(self, meta, c):
+        return _name(c[0])
+
+    def attr(self, meta, c):
+        return ast.Attr(_name(c[0]), _name(c[1]), _join(_span(c[0]), _span(c[1])))
+
+    def tuple(self, meta, c):
+        return ast.Tuple(tuple(x for x in c if x is not None), _span(meta))
+
+
+def _name(token: Token) -> ast.Name:
+    return ast.Name(str(token), _span(token))
+
+
+# ----------------------------------------------------------------------------- errors
+
+
+def _describe_expected(names: set[str]) -> str:
+    parser = _parser()
+    words = set()
+    for n in names:
+        if n in _TERMINAL_WORDS:
+            words.add(_TERMINAL_WORDS[n])
+            continue
+        try:
+            pattern = parser.get_terminal(n).pattern
+        except KeyError:
+            continue
+        words.add(f"`{pattern.value}`" if pattern.type == "str" else n.lower())
+    for group, members in _GROUPS:
+        if members <= words:
+            words = (words - members) | {group}
+    ordered = sorted(words)
+    if not ordered:
+        return "something else"
+    if len(ordered) == 1:
+        return ordered[0]
+    return ", ".join(ordered[:-1]) + " or " + ordered[-1]
+
+
+def _found(token: Token) -> str:
+    if token.type == "_SEP":
+        return "the end of the line"
+    if token.type == "$END":
+        return "the end of the file"
+    return f"`{token}`"
+
+
+def _syntax_diagnostic(err: UnexpectedInput, text: str) -> Diagnostic:
+    if isinstance(err, UnexpectedCharacters):
+        char = text[err.pos_in_stream] if err.pos_in_stream < len(text) else "?"
+        return Diagnostic(ERROR, f"unexpected character `{char}`",
+                          Span.point(err.line, err.column),
+                          "a .cnn file holds names, numbers, sizes like `3x3`, strings, "
+                          "`= , ( ) { } | ; + - * / // .` and `#` comments")
+    if isinstance(err, UnexpectedEOF):
+        lines = text.splitlines() or [""]
+        span = Span.point(len(lines), len(lines[-1]) + 1)
+        return Diagnostic(ERROR, "the file ends too early", span,
+                          f"expected {_describe_expected(set(err.expected))}; is a `}}` missing?")
+    assert isinstance(err, UnexpectedToken)
+    tok = err.token
+    expected = _describe_expected(set(err.accepts or err.expected))
+    if tok.type == "$END":
+        lines = text.splitlines() or [""]
+        span = Span.point(len(lines), len(lines[-1]) + 1)
+        return Diagnostic(ERROR, "the file ends too early", span,
+                          f"expected {expected}; is a `}}` missing?")
+    span = _span(tok) if tok.line is not None else Span.point(err.line, err.column)
+    if tok.type == "_SEP":  # point at the end of the line, not at the blank that follows
+        span = Span.point(tok.line, tok.column)
+    return Diagnostic(ERROR, f"unexpected {_found(tok)}", span, f"expected {expected} here")
+
+
+def _blank_line(text: str, line: int) -> str | None:
+    """The text with one line emptied, if that keeps its braces balanced; else None."""
+    lines = text.split("\n")
+    if not 0 < line <= len(lines):
+        return None
+    bad = lines[line - 1].split("#", 1)[0]
+    if bad.count("{") != bad.count("}"):
+        return None
+    lines[line - 1] = ""
+    return "\n".join(lines)
+
+
+def parse(text: str) -> tuple[ast.Program | None, list[Diagnostic]]:
+    """Parse a whole file. On syntax errors, returns None and one error per bad line."""
+    diagnostics: list[Diagnostic] = []
+    current = text
+    while True:
+        try:
+            tree = _parser().parse(current)
+        except UnexpectedInput as err:
+            d = _syntax_diagnostic(err, current)
+            diagnostics.append(d)
+            retry = _blank_line(current, d.span.line) if d.span else None
+            if retry is None or retry == current or len(diagnostics) >= _MAX_SYNTAX_ERRORS:
+                return None, diagnostics
+            current = retry
+            continue
+        except RecursionError:
+            return None, [_too_deep()]
+        if diagnostics:
+            return None, diagnostics
+        try:
+            return _ToAst().transform(tree), []
+        except RecursionError:
+            return None, [_too_deep()]
+
+
+def _too_deep() -> Diagnostic:
+    return Diagnostic(ERROR, "the program nests too deeply to analyse", Span.point(1, 1),
+                      "flatten the nesting: use blocks or fewer levels of `{ }`")

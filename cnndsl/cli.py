@@ -5,7 +5,6 @@ Exit codes: 0 no errors (warnings allowed), 1 the file has errors, 2 usage error
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from pathlib import Path
@@ -125,6 +124,8 @@ def check(
     source, result = load(file, network)
     name = str(file)
     if as_json:
+        import json
+
         print(json.dumps(report.to_json(result, name), indent=2))
         return 0 if result.ok else EXIT_ERRORS
     renderer = Renderer(name, source, colour_for(sys.stderr))

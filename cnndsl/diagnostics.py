@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -74,6 +73,7 @@ class CnnError(Exception):
 
 def did_you_mean(word: str, choices: Iterable[str]) -> str | None:
     """A hint naming the closest candidate, or None when nothing is close."""
+    import difflib  # only on the error path: keeps `check` start-up short
     close = difflib.get_close_matches(word, sorted(set(choices)), n=1, cutoff=0.6)
     return f"did you mean `{close[0]}`?" if close else None
 

@@ -167,4 +167,4 @@ def infer(graph: Graph) -> Analysis:
     scopes = {s.path: s for s in graph.scopes}
     for node in graph.nodes:
         layers.append(_layer(node, layers, diagnostics, scopes))
-    return Analysis(graph, layers, diagnostics)
+    return Analysis(graph, layers, list(dict.fromkeys(diagnostics)))  # once per repeat body

@@ -124,16 +124,16 @@ def effective_kernel(kernel: int, dilation: int) -> int:
     return kernel + (kernel - 1) * (dilation - 1)
 
 
-def window_output(size: int, kernel: int, stride: int, padding: str,
-                  axis: str, ctx: Context, pad: tuple[int, int] | None = None) -> int:
-    """Output length of a sliding window, exactly as TensorFlow computes it.
+def window_output(size: int, kernel: int, stride: int, padding: str, axis: str,
+                  pad: tuple[int, int] | None = None) -> tuple[int, int]:
+    """Output length of a sliding window, exactly as TensorFlow computes it, and how many
+    trailing input rows no window covers.
 
     `same`: ceil(size / stride). `valid` (after any explicit padding):
-    floor((size - kernel) / stride) + 1, an error when the window does not fit,
-    a warning when the stride leaves the last rows or columns uncovered.
+    floor((size - kernel) / stride) + 1, an error when the window does not fit.
     """
     if padding == "same" and pad is None:
-        return math.ceil(size / stride)
+        return math.ceil(size / stride), 0
     extent = padded_extent(size, pad)
     if extent < kernel:
         where = f"{size}" if pad is None else f"{size} + padding = {extent}"
@@ -141,13 +141,28 @@ def window_output(size: int, kernel: int, stride: int, padding: str,
             f"the {kernel}-wide window does not fit in the input's {axis} ({where})",
             "use a smaller kernel, `same` padding, or drop a downsampling layer before this one",
         )
-    left = (extent - kernel) % stride
-    if left:
-        rows = "rows" if axis == "height" else "columns"
-        ctx.warn(f"stride {stride} leaves the last {left} {rows} of the input "
-                 f"({axis} {extent}) uncovered",
-                 "use `same` padding, or sizes where (input - kernel) divides by the stride")
-    return (extent - kernel) // stride + 1
+    # A window narrower than its stride skips rows by design (a 1x1/2 projection); only
+    # windows meant to tile the input can leave a remainder worth a warning.
+    left = (extent - kernel) % stride if kernel >= stride else 0
+    return (extent - kernel) // stride + 1, left
+
+
+def warn_uncovered(ctx: Context, left: tuple[int, int], extent: tuple[int, int],
+                   stride: tuple[int, int]) -> None:
+    """One warning per layer for the input rows and columns that no window reaches."""
+    rows, cols = left
+    if not rows and not cols:
+        return
+    count = lambda n, word: word if n == 1 else f"{n} {word}s"  # noqa: E731
+    if rows == cols:
+        what = f"the last {count(rows, 'row')} and {count(cols, 'column')}"
+    else:
+        what = " and ".join(f"the last {count(n, w)}" for n, w in
+                            ((rows, "row"), (cols, "column")) if n)
+    steps = stride[0] if stride[0] == stride[1] else f"{stride[0]}x{stride[1]}"
+    ctx.warn(f"stride {steps} leaves {what} of the "
+             f"{extent[0]}x{extent[1]} input uncovered",
+             "use `same` padding, or sizes where (input - kernel) divides by the stride")
 
 
 def spatial(ctx: Context, what: str) -> tuple[int, int, int]:

@@ -13,7 +13,9 @@ from cnndsl.ops.base import (
     ShapeError,
     Window,
     effective_kernel,
+    padded_extent,
     spatial,
+    warn_uncovered,
     window_output,
 )
 
@@ -42,10 +44,12 @@ def conv_output(args: Args, ctx: Context, what: str) -> tuple[int, int, int]:
                          arg="pad")
     (sh, sw), (dh, dw) = args["stride"], args["dilation"]
     pad = args["pad"] or (None, None)
-    out_h = window_output(h, effective_kernel(kernel[0], dh), sh, args["padding"], "height",
-                          ctx, pad[0])
-    out_w = window_output(w, effective_kernel(kernel[1], dw), sw, args["padding"], "width",
-                          ctx, pad[1])
+    out_h, left_h = window_output(h, effective_kernel(kernel[0], dh), sh, args["padding"],
+                                  "height", pad[0])
+    out_w, left_w = window_output(w, effective_kernel(kernel[1], dw), sw, args["padding"],
+                                  "width", pad[1])
+    warn_uncovered(ctx, (left_h, left_w), (padded_extent(h, pad[0]), padded_extent(w, pad[1])),
+                   (sh, sw))
     return out_h, out_w, c
 
 

@@ -1,0 +1,87 @@
+"""How fast `cnndsl check` is, measured as ratios within one run (machines here are noisy).
+
+1. `cnndsl check examples/resnet50.cnn` against building and summarising
+   `keras.applications.ResNet50(weights=None)`: whole processes, best of N each.
+2. Growth: a 4,000-layer file against a 400-layer file, in-process (parse + elaborate +
+   infer) and as whole processes.
+
+Run: python benchmarks/check_speed.py [--repeat N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+KERAS_RESNET = (
+    "import os; os.environ['TF_CPP_MIN_LOG_LEVEL'] = '3'\n"
+    "import keras\n"
+    "keras.applications.ResNet50(weights=None).summary(print_fn=lambda *a, **k: None)\n"
+)
+
+
+def best_of(repeat: int, command: list[str]) -> float:
+    """The fastest of `repeat` runs of a whole process, in seconds."""
+    times = []
+    env = {**os.environ, "NO_COLOR": "1"}
+    for _ in range(repeat):
+        start = time.perf_counter()
+        subprocess.run(command, check=True, capture_output=True, env=env, cwd=ROOT)
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def chain(layers: int) -> str:
+    """A network of `layers` layers: conv/batchnorm/relu triples, written out line by line."""
+    body = ["    input 64x64x16"]
+    for i in range(layers - 1):
+        body.append(("    conv 16 3x3 same", "    batchnorm", "    relu")[i % 3])
+    return "network chain {\n" + "\n".join(body) + "\n}\n"
+
+
+def in_process(text: str, repeat: int) -> float:
+    from cnndsl.pipeline import analyse
+
+    analyse(text)  # warm the grammar cache
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        result = analyse(text)
+        times.append(time.perf_counter() - start)
+        assert result.ok
+    return min(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=5)
+    repeat = parser.parse_args().repeat
+    cnndsl = [sys.executable, "-m", "cnndsl", "check"]
+
+    ours = best_of(repeat, [*cnndsl, "examples/resnet50.cnn"])
+    keras = best_of(max(1, repeat // 2), [sys.executable, "-c", KERAS_RESNET])
+    print(f"ResNet-50: cnndsl check {ours:.3f} s, Keras build + summary {keras:.3f} s "
+          f"-> cnndsl is {keras / ours:.1f}x faster")
+
+    with tempfile.TemporaryDirectory() as tmp:
+        small, large = Path(tmp, "chain400.cnn"), Path(tmp, "chain4000.cnn")
+        small.write_text(chain(400))
+        large.write_text(chain(4000))
+        t_small = in_process(small.read_text(), repeat)
+        t_large = in_process(large.read_text(), repeat)
+        print(f"Growth in-process: 400 layers {t_small * 1000:.1f} ms, 4,000 layers "
+              f"{t_large * 1000:.1f} ms -> {t_large / t_small:.1f}x for 10x the layers")
+        p_small = best_of(repeat, [*cnndsl, str(small)])
+        p_large = best_of(repeat, [*cnndsl, str(large)])
+        print(f"Growth as processes: 400 layers {p_small:.3f} s, 4,000 layers {p_large:.3f} s "
+              f"-> {p_large / p_small:.1f}x")
+
+
+if __name__ == "__main__":
+    main()

@@ -139,6 +139,29 @@ def check(
     return 0 if result.ok else EXIT_ERRORS
 
 
+@app.command()
+def draw(
+    file: FileArg,
+    output: Annotated[Path, typer.Option(
+        "--output", "-o", show_default=False, metavar="OUT",
+        help="Where to write: .svg, .png, .pdf or .dot (the format follows the extension).")],
+    network: NetworkOpt = None,
+    rankdir: Annotated[str, typer.Option(
+        "--rankdir", help="TB (top to bottom) or LR (left to right).")] = "TB",
+    collapse: Annotated[bool, typer.Option(
+        "--collapse", help="Fold each top-level block instance into one node.")] = False,
+    depth: Annotated[int | None, typer.Option(
+        "--depth", metavar="N",
+        help="Fold block instances nested deeper than N (0 = --collapse).")] = None,
+    fmt: Annotated[str | None, typer.Option(
+        "--format", "-f", help="svg, png, pdf or dot: overrides the extension.")] = None,
+) -> int:
+    """Draw the network with Graphviz: Inception-style paths, blocks as clusters."""
+    from cnndsl.draw import draw_command
+
+    return draw_command(file, output, network, rankdir, collapse, depth, fmt)
+
+
 def _print_version(value: bool) -> None:
     if value:
         print(f"cnndsl {__version__}")

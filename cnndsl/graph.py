@@ -37,6 +37,14 @@ class Node:
     def local_name(self) -> str:
         return self.name.rsplit("/", 1)[-1]
 
+    @property
+    def keras_name(self) -> str:
+        """The Keras layer name: Keras forbids `/`, so scopes join with `.` (conv3.block_1.conv_1).
+
+        `build` and `train` both use this, so a generated module and an in-process model agree.
+        """
+        return self.name.replace("/", ".")
+
 
 @dataclass(frozen=True)
 class TrainEntry:

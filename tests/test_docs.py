@@ -1,0 +1,37 @@
+"""The README shows real programs and real output: keep them true."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from conftest import EXAMPLES, ROOT, run_cnndsl
+
+from cnndsl.pipeline import analyse
+
+README = (ROOT / "README.md").read_text()
+PROGRAMS = [block for _, block in re.findall(r"```(\w*)\n(.*?)```", README, re.S)
+            if re.search(r"^network \w+ \{", block, re.M)]
+
+
+def test_readme_has_programs():
+    assert len(PROGRAMS) >= 2
+
+
+@pytest.mark.parametrize("program", PROGRAMS, ids=lambda p: p.split("{")[0][:30])
+def test_readme_programs_check_without_errors(program):
+    result = analyse(program)
+    assert result.ok, result.diagnostics
+
+
+def test_readme_check_sample_is_current_output():
+    sample = README.split("$ cnndsl check examples/mnist.cnn\n", 1)[1].split("```", 1)[0]
+    out = run_cnndsl("check", "examples/mnist.cnn").stdout
+    assert sample.strip() == out.strip()
+
+
+def test_mnist_example_is_the_one_in_the_design():
+    text = (EXAMPLES / "mnist.cnn").read_text()
+    for line in ("conv 16 3x3 stride=2 same relu", "dense 64 relu as FC1",
+                 "early_stopping monitor=val_loss patience=2"):
+        assert line in text

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 
 ERROR = "error"
 WARNING = "warning"
+# The largest number, size or tensor any stage accepts: TensorFlow's sizes are int64.
+MAX_NUMBER = 2**63 - 1
 
 
 @dataclass(frozen=True)
@@ -91,6 +93,7 @@ def sort_key(d: Diagnostic) -> tuple[int, int]:
 _COLOURS = {ERROR: "\033[1;31m", WARNING: "\033[1;33m", "note": "\033[1;36m",
             "hint": "\033[1;32m", "bold": "\033[1m", "dim": "\033[34m"}
 _RESET = "\033[0m"
+_TAB = 4  # columns a tab takes in a shown source line
 
 
 @dataclass
@@ -103,7 +106,8 @@ class Renderer:
     _lines: list[str] = field(init=False)
 
     def __post_init__(self) -> None:
-        self._lines = self.source.splitlines()
+        # Lines as the parser counts them: only "\n" ends a line (not "\f", "\v", "\u2028"...).
+        self._lines = [line.removesuffix("\r") for line in self.source.split("\n")]
 
     def _c(self, style: str, text: str) -> str:
         return f"{_COLOURS[style]}{text}{_RESET}" if self.colour else text
@@ -136,7 +140,8 @@ class Renderer:
                 out.append(self._c("dim", "..."))
             previous = number
             text = self._lines[number - 1] if 0 < number <= len(self._lines) else ""
-            out.append(self._c("dim", f"{number:>{width}} |") + f" {text}".rstrip())
+            shown = text.replace("\t", " " * _TAB)  # the same width on every terminal
+            out.append(self._c("dim", f"{number:>{width}} |") + f" {shown}".rstrip())
             for span, char, message in marks:
                 if span.line == number:
                     out.append(gutter + " " + self._underline(span, char, message, text, d))
@@ -147,6 +152,9 @@ class Renderer:
         start = span.column - 1
         end = span.end_column - 1 if span.end_line == span.line else len(text)
         length = max(1, min(end, max(len(text), start + 1)) - start)
+        # Columns count a tab as one character; the line is shown with tabs widened.
+        widen = (_TAB - 1) * text[:start].count("\t")
+        length += (_TAB - 1) * text[start:start + length].count("\t")
         style = d.severity if char == "^" else "dim"
         marker = self._c(style, char * length)
-        return (" " * start + marker + (f" {message}" if message else "")).rstrip()
+        return (" " * (start + widen) + marker + (f" {message}" if message else "")).rstrip()

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from cnndsl import ast
-from cnndsl.diagnostics import CnnError, Diagnostic, Label, Span, did_you_mean
+from cnndsl.diagnostics import MAX_NUMBER, CnnError, Diagnostic, Label, Span, did_you_mean
 from cnndsl.graph import Graph, Node, Scope, TrainEntry
 from cnndsl.ops import OPS, Op
 from cnndsl.ops.activations import ACTIVATIONS
@@ -41,7 +41,7 @@ def describe(v: Any) -> str:
     if isinstance(v, Word):
         return f"the name `{v.name}`"
     if isinstance(v, str):
-        return f"the string {v!r}"
+        return f'the string "{v}"'
     if isinstance(v, tuple):
         return f"the tuple {_show(v)}"
     return f"`{v}`"
@@ -56,9 +56,13 @@ def _show(v: Any) -> str:
 def evaluate(expr: ast.Expr, env: dict[str, Any]) -> Any:
     """The value of an expression: int, float, str, tuple, or a Word for an unbound name."""
     match expr:
-        case ast.Num(value=v) | ast.Str(value=v):
+        case ast.Num(value=v):
+            return _in_range(v, expr.span)
+        case ast.Str(value=v):
             return v
         case ast.Size(dims=dims):
+            for d in dims:
+                _in_range(d, expr.span)
             return dims
         case ast.Name(id=name):
             return env[name] if name in env else Word(name)
@@ -88,9 +92,16 @@ def _arith(op: str, a: int | float, b: int | float, span: Span) -> int | float:
         raise CnnError("division by zero", span)
     result = {"+": lambda: a + b, "-": lambda: a - b, "*": lambda: a * b,
               "//": lambda: a // b, "/": lambda: a / b}[op]()
-    if isinstance(result, float) and not math.isfinite(result):
-        raise CnnError("this number is too large", span)
-    return result
+    return _in_range(result, span)
+
+
+def _in_range(v: int | float, span: Span) -> int | float:
+    """Numbers stay within int64, as TensorFlow's sizes do (and floats stay finite)."""
+    too_large = not math.isfinite(v) if isinstance(v, float) else abs(v) > MAX_NUMBER
+    if too_large:
+        raise CnnError("this number is too large", span,
+                       f"numbers go up to {MAX_NUMBER:,} (2**63 - 1)")
+    return v
 
 
 # ----------------------------------------------------------------------------- argument kinds
@@ -126,9 +137,11 @@ def _shape(v: Any, what: str, span: Span) -> tuple[int, ...]:
     dims = v if isinstance(v, tuple) else (v,)
     if not dims:
         raise CnnError(f"{what} needs at least one size", span)
-    out = tuple(_whole(d, what, span, -1) for d in dims)
-    if 0 in out or any(d < -1 for d in out):
-        raise CnnError(f"{what} sizes must be positive", span)
+    out = tuple(_whole(d, what, span, -(10**18)) for d in dims)
+    bad = [d for d in out if d == 0 or d < -1]
+    if bad:
+        raise CnnError(f"sizes must be positive, but `{'x'.join(map(str, out))}` has {bad[0]}",
+                       span)
     return out
 
 
@@ -136,8 +149,12 @@ def _choice(v: Any, what: str, span: Span, choices: tuple[str, ...]) -> str:
     if isinstance(v, Word) and v.name in choices:
         return v.name
     name = v.name if isinstance(v, Word) else str(v)
+    shown = f"`{v.name}`" if isinstance(v, Word) else describe(v)
+    if len(choices) <= 3:
+        listed = ", ".join(f"`{c}`" for c in choices[:-1]) + f" or `{choices[-1]}`"
+        raise CnnError(f"{what} must be {listed}, not {shown}", span, did_you_mean(name, choices))
     hint = did_you_mean(name, choices) or "one of: " + ", ".join(f"`{c}`" for c in choices[:8])
-    raise CnnError(f"{what} cannot be {describe(v)}", span, hint)
+    raise CnnError(f"{what} cannot be {shown}", span, hint)
 
 
 def convert(spec: ArgSpec, v: Any, span: Span) -> Any:
@@ -186,6 +203,7 @@ class _Elaborator:
         self.counters: dict[tuple[str, ...], dict[str, int]] = defaultdict(dict)
         self.names: dict[str, Span] = {}
         self.call_stack: list[ast.BlockDef] = []
+        self.call_sites: list[Scope] = []  # the block instances being expanded
         self.repeat_spans: list[Span] = []
         for block in program.blocks:
             self._define(block)
@@ -242,6 +260,10 @@ class _Elaborator:
             try:
                 current = self.stmt(stmt, current, env, scope)
             except CnnError as err:
+                if self.call_sites:  # inside a block: also point at the call it came from
+                    site = self.call_sites[-1]
+                    err.labels += (Label(site.span, f"in `{'/'.join(site.path)}`, "
+                                                    "expanded from this call"),)
                 self.diagnostics.append(err.diagnostic(stmt.span))
                 current = None
         return current
@@ -299,7 +321,7 @@ class _Elaborator:
                  inputs: tuple[int | None, ...], input_spans: tuple[Span, ...],
                  stmt: ast.Stmt, scope: tuple[str, ...]) -> int:
         if len(self.nodes) >= MAX_LAYERS:
-            raise _TooBig
+            raise _TooBig(self.repeat_spans[0] if self.repeat_spans else stmt.span)
         # The one input is just `input`; other layers count up per op: conv_1, conv_2, ...
         local = op.name if op.arity == "source" and not stmt.alias else self._local(
             scope, stmt.alias, op.name)
@@ -362,19 +384,22 @@ class _Elaborator:
             raise CnnError(f"unknown name `{value.name}`", arg.span,
                            did_you_mean(value.name, choices) or self._flag_hint(op))
         if not free:
-            names = " ".join(s.name.upper() for s in op.positional) or "none"
+            n = len(op.positional)
+            takes = f"{n} positional argument{'s' if n != 1 else ''}, `{op.usage()}`" if n \
+                else "no positional arguments"
+            more = "; the others are written key=value" if len(op.args) > n else ""
             raise CnnError(f"too many arguments for `{op.name}`", arg.span,
-                           f"its positional arguments: {names}; the rest are key=value: "
-                           f"`{op.usage()}`")
+                           f"`{op.name}` takes {takes}{more}")
         values[free[0].name], spans[free[0].name] = value, arg.span
 
     @staticmethod
     def _flag_hint(op: Op) -> str:
-        words = sorted({k for k, (key, _) in op.flags.items() if key == "padding"})
-        if op.flags:
-            extra = " or an activation name" if any(
-                key == "activation" for key, _ in op.flags.values()) else ""
-            return f"`{op.name}` takes the flag words {', '.join(words) or 'none'}{extra}"
+        words = [f"`{k}`" for k, (key, _) in sorted(op.flags.items()) if key != "activation"]
+        if any(key == "activation" for key, _ in op.flags.values()):
+            words.append("an activation name (`relu`, `softmax`, ...)")
+        if words:
+            listed = words[0] if len(words) == 1 else ", ".join(words[:-1]) + " or " + words[-1]
+            return f"`{op.name}` takes as flag words {listed}"
         return f"`{op.name}` takes no flag words"
 
     # ---- blocks and repeat
@@ -403,22 +428,27 @@ class _Elaborator:
         self._claim(scope, local, stmt.alias.span if stmt.alias else stmt.op.span)
         self.scopes.append(Scope(path, "block", name, stmt.span))
         self.call_stack.append(block)
+        self.call_sites.append(self.scopes[-1])
         try:
             return self.body(block.body, current, inner_env, path)
         finally:
             self.call_stack.pop()
+            self.call_sites.pop()
 
     def _bind_call(self, block: ast.BlockDef, stmt: ast.Stmt, env: dict[str, Any]
                    ) -> dict[str, Any]:
         params = {p.name.id: p for p in block.params}
         given: dict[str, Any] = {}
         order = list(params)
+        takes = (f"`{block.name.id}` takes {len(params)} argument{'s' if len(params) != 1 else ''}"
+                 f": {', '.join(f'`{p}`' for p in params)}" if params
+                 else f"`{block.name.id}` takes no arguments")
         for arg in stmt.args:
             if isinstance(arg, ast.Keyword):
                 key = arg.name.id
                 if key not in params:
                     raise CnnError(f"block `{block.name.id}` has no parameter `{key}`",
-                                   arg.name.span, did_you_mean(key, params))
+                                   arg.name.span, did_you_mean(key, params) or takes)
                 if key in given:
                     raise CnnError(f"`{key}` is given twice", arg.span)
                 given[key] = evaluate(arg.value, env)
@@ -426,7 +456,7 @@ class _Elaborator:
                 free = [p for p in order if p not in given]
                 if not free:
                     raise CnnError(f"too many arguments for block `{block.name.id}`", arg.span,
-                                   f"it takes {len(params)}: {', '.join(params)}",
+                                   takes,
                                    (Label(block.name.span, "defined here"),))
                 given[free[0]] = evaluate(arg.value, env)
         inner: dict[str, Any] = {}
@@ -459,7 +489,7 @@ class _Elaborator:
         self.repeat_spans.append(stmt.span)
         try:
             for _ in range(count):
-                before = len(self.nodes)
+                before, errors = len(self.nodes), len(self.diagnostics)
                 inner = scope
                 if own_scope:
                     local = self._fresh(scope, stmt.alias.id if stmt.alias else "repeat")
@@ -467,7 +497,8 @@ class _Elaborator:
                     self._claim(scope, local, stmt.span)
                     self.scopes.append(Scope(inner, "repeat", None, stmt.span))
                 current = self.body(body, current, env, inner)
-                if len(self.nodes) == before:  # nothing made: the rest would make nothing too
+                # Nothing made, or errors made: the other repetitions would only repeat them.
+                if len(self.nodes) == before or len(self.diagnostics) > errors:
                     break
         finally:
             self.repeat_spans.pop()
@@ -476,12 +507,14 @@ class _Elaborator:
     # ---- networks
 
     def network(self, net: ast.Network) -> int | None:
+        if not any(s.op.id == "input" and not s.is_call for s in net.body):
+            self.error(f"network `{net.name.id}` has no `input`", net.name.span,
+                       "start it with `input HxWxC`, e.g. `input 28x28x1`")
+            self.body(net.body, None, {}, ())  # still check each layer's own arguments
+            return None
         current = self.body(net.body, _NO_INPUT, {}, ())
         if not self.nodes or self.nodes[0].op.arity != "source":
-            if not any("input" in d.message for d in self.diagnostics):
-                self.error(f"network `{net.name.id}` has no `input`", net.name.span,
-                           "start it with `input HxWxC`, e.g. `input 28x28x1`")
-            return None
+            return None  # the `input` itself was wrong, and said so
         return None if current == _NO_INPUT else current
 
 
@@ -514,16 +547,19 @@ def elaborate(program: ast.Program, network: ast.Network) -> tuple[Graph, list[D
     e = _Elaborator(program)
     try:
         output = e.network(network)
-    except _TooBig:
-        span = e.repeat_spans[0] if e.repeat_spans else network.name.span
+    except _TooBig as err:
         e.nodes.clear()
-        e.error(f"this network expands to more than {MAX_LAYERS:,} layers", span,
+        e.scopes.clear()
+        e.error(f"this network expands to more than {MAX_LAYERS:,} layers", err.args[0],
                 "reduce the `repeat` counts")
         output = None
     except RecursionError:
         e.nodes.clear()
+        e.scopes.clear()
         e.error("blocks nest too deeply to expand", network.name.span,
                 "call fewer blocks inside one another")
         output = None
     train = _train(program, e.diagnostics)
-    return Graph(network.name.id, e.nodes, e.scopes, output, train), e.diagnostics
+    # A `repeat` body says each of its errors once, not once per repetition.
+    diagnostics = list(dict.fromkeys(e.diagnostics))
+    return Graph(network.name.id, e.nodes, e.scopes, output, train), diagnostics

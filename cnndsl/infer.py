@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from cnndsl.diagnostics import ERROR, WARNING, Diagnostic, Label
+from cnndsl.diagnostics import ERROR, MAX_NUMBER, WARNING, Diagnostic, Label
 from cnndsl.graph import Graph, Node, Scope
 from cnndsl.ops.base import Context, Shape, ShapeError, fmt_shape
 
@@ -145,6 +145,12 @@ def _layer(node: Node, layers: list[Layer], diagnostics: list[Diagnostic],
                        for s, i in zip(node.input_spans, ins, strict=False))
         diagnostics.append(Diagnostic(ERROR, err.message, span, _with_input(err.hint, ctx, node),
                                       labels + _call_site(node, scopes)))
+        return Layer(node, None)
+    if math.prod(out) > MAX_NUMBER:  # beyond int64: no framework holds it, counts overflow
+        shape = f" ({fmt_shape(out)})" if len(out) <= 8 else ""
+        diagnostics.append(Diagnostic(ERROR, f"this layer's output{shape} has more than "
+                                      "2**63 values", node.span, "check the sizes",
+                                      _call_site(node, scopes)))
         return Layer(node, None)
     for message, hint in ctx.warnings:
         diagnostics.append(Diagnostic(WARNING, message, node.span, hint, _call_site(node, scopes)))

@@ -5,10 +5,10 @@ from __future__ import annotations
 from functools import cache
 
 from lark import Lark, Token, Transformer, UnexpectedInput, v_args
-from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedToken
+from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedToken, VisitError
 
 from cnndsl import ast
-from cnndsl.diagnostics import ERROR, Diagnostic, Span
+from cnndsl.diagnostics import ERROR, MAX_NUMBER, Diagnostic, Label, Span
 from cnndsl.resources import resource_dir
 
 # How each terminal is named in an error message.
@@ -26,6 +26,7 @@ _TERMINAL_WORDS = {
 _GROUPS = (
     ("an operator (`+ - * / //`)", {"`+`", "`-`", "`*`", "`/`", "`//`"}),
     ("a value", {"a name", "a number", "a size like `3x3`", "`(`"}),
+    ("a statement", {"a name", "a block call"}),
 )
 _MAX_SYNTAX_ERRORS = 20
 
@@ -115,13 +116,13 @@ class _ToAst(Transformer):
         return ast.Neg(c[0], _span(meta))
 
     def int(self, meta, c):
-        return ast.Num(int(c[0]), _span(c[0]))
+        return ast.Num(_int(c[0]), _span(c[0]))
 
     def float(self, meta, c):
-        return ast.Num(float(c[0]), _span(c[0]))
+        return ast.Num(float(c[0]), _span(c[0]))  # too large is `inf`; elaboration says so
 
     def size(self, meta, c):
-        return ast.Size(tuple(int(d) for d in c[0].split("x")), _span(c[0]))
+        return ast.Size(tuple(_int(d) for d in c[0].split("x")), _span(c[0]))
 
     def string(self, meta, c):
         raw = c[0][1:-1]
@@ -136,6 +137,13 @@ class _ToAst(Transformer):
 
     def tuple(self, meta, c):
         return ast.Tuple(tuple(x for x in c if x is not None), _span(meta))
+
+
+def _int(digits: str) -> int:
+    """A literal's value; one too long for Python to convert stands as MAX_NUMBER + 1,
+    which elaboration rejects as too large like any number above MAX_NUMBER."""
+    digits = digits.lstrip("0") or "0"
+    return int(digits) if len(digits) <= 100 else MAX_NUMBER + 1
 
 
 def _name(token: Token) -> ast.Name:
@@ -170,10 +178,56 @@ def _describe_expected(names: set[str]) -> str:
 
 def _found(token: Token) -> str:
     if token.type == "_SEP":
-        return "the end of the line"
+        return "`;`" if token.strip().startswith(";") else "end of line"
     if token.type == "$END":
-        return "the end of the file"
+        return "end of file"
     return f"`{token}`"
+
+
+def _at_end(err: UnexpectedInput) -> bool:
+    """Whether the parser ran out of file (then blanking a line cannot help)."""
+    token = getattr(err, "token", None)
+    return isinstance(err, UnexpectedEOF) or getattr(token, "type", None) == "$END"
+
+
+def _unclosed_brace(text: str) -> Label | None:
+    """A label at the `{` that is most likely never closed, for "the file ends too early".
+
+    Braces are matched outside comments and strings; among the matched pairs, a `}` that
+    starts its line but does not line up with the line of its `{` suggests that this `{`
+    is the unclosed one (the `}` belongs to an outer brace).
+    """
+    stack: list[tuple[int, int, int]] = []  # line, column, indentation of the `{` line
+    suspect: tuple[int, int] | None = None
+    for number, line in enumerate(text.split("\n"), 1):
+        indent = len(line) - len(line.lstrip(" \t"))
+        in_string = False
+        for column, char in enumerate(line, 1):
+            if in_string:
+                in_string = char != '"'
+            elif char == '"':
+                in_string = True
+            elif char == "#":
+                break
+            elif char == "{":
+                stack.append((number, column, indent))
+            elif char == "}" and stack:
+                opened, col, opener_indent = stack.pop()
+                if (suspect is None and opened != number and column == indent + 1
+                        and indent != opener_indent):
+                    suspect = (opened, col)
+    if not stack:
+        return None
+    line, column = suspect or stack[-1][:2]
+    return Label(Span.point(line, column), "this `{` is never closed")
+
+
+def _ends_early(text: str, expected: str) -> Diagnostic:
+    lines = text.rstrip("\r\n").split("\n")  # lines as Lark counts them, less trailing blanks
+    span = Span.point(len(lines), len(lines[-1]) + 1)
+    brace = _unclosed_brace(text)
+    hint = f"expected {expected}" + ("; is a `}` missing?" if brace else "")
+    return Diagnostic(ERROR, "the file ends too early", span, hint, (brace,) if brace else ())
 
 
 def _syntax_diagnostic(err: UnexpectedInput, text: str) -> Diagnostic:
@@ -184,18 +238,12 @@ def _syntax_diagnostic(err: UnexpectedInput, text: str) -> Diagnostic:
                           "a .cnn file holds names, numbers, sizes like `3x3`, strings, "
                           "`= , ( ) { } | ; + - * / // .` and `#` comments")
     if isinstance(err, UnexpectedEOF):
-        lines = text.splitlines() or [""]
-        span = Span.point(len(lines), len(lines[-1]) + 1)
-        return Diagnostic(ERROR, "the file ends too early", span,
-                          f"expected {_describe_expected(set(err.expected))}; is a `}}` missing?")
+        return _ends_early(text, _describe_expected(set(err.expected)))
     assert isinstance(err, UnexpectedToken)
     tok = err.token
     expected = _describe_expected(set(err.accepts or err.expected))
     if tok.type == "$END":
-        lines = text.splitlines() or [""]
-        span = Span.point(len(lines), len(lines[-1]) + 1)
-        return Diagnostic(ERROR, "the file ends too early", span,
-                          f"expected {expected}; is a `}}` missing?")
+        return _ends_early(text, expected)
     span = _span(tok) if tok.line is not None else Span.point(err.line, err.column)
     if tok.type == "_SEP":  # point at the end of the line, not at the blank that follows
         span = Span.point(tok.line, tok.column)
@@ -224,7 +272,7 @@ def parse(text: str) -> tuple[ast.Program | None, list[Diagnostic]]:
         except UnexpectedInput as err:
             d = _syntax_diagnostic(err, current)
             diagnostics.append(d)
-            retry = _blank_line(current, d.span.line) if d.span else None
+            retry = _blank_line(current, d.span.line) if d.span and not _at_end(err) else None
             if retry is None or retry == current or len(diagnostics) >= _MAX_SYNTAX_ERRORS:
                 return None, diagnostics
             current = retry
@@ -237,6 +285,10 @@ def parse(text: str) -> tuple[ast.Program | None, list[Diagnostic]]:
             return _ToAst().transform(tree), []
         except RecursionError:
             return None, [_too_deep()]
+        except VisitError as err:  # Lark wraps what a callback raises, the recursion limit too
+            if isinstance(err.orig_exc, RecursionError):
+                return None, [_too_deep()]
+            raise
 
 
 def _too_deep() -> Diagnostic:

@@ -133,7 +133,7 @@ def window_output(size: int, kernel: int, stride: int, padding: str, axis: str,
     floor((size - kernel) / stride) + 1, an error when the window does not fit.
     """
     if padding == "same" and pad is None:
-        return math.ceil(size / stride), 0
+        return -(-size // stride), 0  # integer ceil: exact for any size
     extent = padded_extent(size, pad)
     if extent < kernel:
         where = f"{size}" if pad is None else f"{size} + padding = {extent}"

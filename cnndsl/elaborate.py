@@ -3,192 +3,21 @@ layer is named, scoped and wired to its inputs."""
 
 from __future__ import annotations
 
-import math
 from collections import defaultdict
-from dataclasses import dataclass
 from typing import Any
 
 from cnndsl import ast
-from cnndsl.diagnostics import MAX_NUMBER, CnnError, Diagnostic, Label, Span, did_you_mean
+from cnndsl.diagnostics import CnnError, Diagnostic, Label, Span, did_you_mean
 from cnndsl.graph import Graph, Node, Scope, TrainEntry
 from cnndsl.ops import OPS, Op
-from cnndsl.ops.activations import ACTIVATIONS
-from cnndsl.ops.base import ArgSpec
+from cnndsl.values import Deferred, TensorRef, Word, convert, evaluate, whole
 
 MAX_LAYERS = 100_000
 _NO_INPUT = -1  # before the network's `input`
 
 
-@dataclass(frozen=True)
-class Word:
-    """A bare name that is not a variable: a flag (`same`, `relu`) or a value like `true`."""
-
-    name: str
-
-
 class _TooBig(Exception):
     pass
-
-
-# ----------------------------------------------------------------------------- expressions
-
-
-def _is_number(v: Any) -> bool:
-    return isinstance(v, int | float) and not isinstance(v, bool)
-
-
-def describe(v: Any) -> str:
-    if isinstance(v, Word):
-        return f"the name `{v.name}`"
-    if isinstance(v, str):
-        return f'the string "{v}"'
-    if isinstance(v, tuple):
-        return f"the tuple {_show(v)}"
-    return f"`{v}`"
-
-
-def _show(v: Any) -> str:
-    if isinstance(v, tuple):
-        return "(" + ", ".join(_show(x) for x in v) + ("," if len(v) == 1 else "") + ")"
-    return v.name if isinstance(v, Word) else repr(v)
-
-
-def evaluate(expr: ast.Expr, env: dict[str, Any]) -> Any:
-    """The value of an expression: int, float, str, tuple, or a Word for an unbound name."""
-    match expr:
-        case ast.Num(value=v):
-            return _in_range(v, expr.span)
-        case ast.Str(value=v):
-            return v
-        case ast.Size(dims=dims):
-            for d in dims:
-                _in_range(d, expr.span)
-            return dims
-        case ast.Name(id=name):
-            return env[name] if name in env else Word(name)
-        case ast.Tuple(items=items):
-            return tuple(evaluate(i, env) for i in items)
-        case ast.Neg(operand=operand):
-            return -_number(evaluate(operand, env), operand.span, "-")
-        case ast.BinOp(op=op, left=left, right=right):
-            a = _number(evaluate(left, env), left.span, op)
-            b = _number(evaluate(right, env), right.span, op)
-            return _arith(op, a, b, expr.span)
-        case ast.Attr(obj=obj):
-            raise CnnError(f"`{obj.id}` has no properties", expr.span,
-                           "only numbers, sizes, names and tuples are values here")
-    raise CnnError("this expression is not supported", expr.span)
-
-
-def _number(v: Any, span: Span, op: str) -> int | float:
-    if not _is_number(v):
-        what = f"the undefined name `{v.name}`" if isinstance(v, Word) else describe(v)
-        raise CnnError(f"`{op}` needs numbers, not {what}", span)
-    return v
-
-
-def _arith(op: str, a: int | float, b: int | float, span: Span) -> int | float:
-    if op in ("//", "/") and b == 0:
-        raise CnnError("division by zero", span)
-    result = {"+": lambda: a + b, "-": lambda: a - b, "*": lambda: a * b,
-              "//": lambda: a // b, "/": lambda: a / b}[op]()
-    return _in_range(result, span)
-
-
-def _in_range(v: int | float, span: Span) -> int | float:
-    """Numbers stay within int64, as TensorFlow's sizes do (and floats stay finite)."""
-    too_large = not math.isfinite(v) if isinstance(v, float) else abs(v) > MAX_NUMBER
-    if too_large:
-        raise CnnError("this number is too large", span,
-                       f"numbers go up to {MAX_NUMBER:,} (2**63 - 1)")
-    return v
-
-
-# ----------------------------------------------------------------------------- argument kinds
-
-
-def _whole(v: Any, what: str, span: Span, minimum: int) -> int:
-    if not isinstance(v, int) or isinstance(v, bool):
-        raise CnnError(f"{what} must be a whole number, not {describe(v)}", span)
-    if v < minimum:
-        bound = "positive" if minimum == 1 else f"at least {minimum}"
-        raise CnnError(f"{what} must be {bound}, not {v}", span)
-    return v
-
-
-def _pair(v: Any, what: str, span: Span, minimum: int) -> tuple[int, int]:
-    if isinstance(v, tuple):
-        if len(v) != 2:
-            raise CnnError(f"{what} takes two sizes (height, width), not {len(v)}", span,
-                           "write `3x3`, `1x7` or `(3, 3)`")
-        return (_whole(v[0], what, span, minimum), _whole(v[1], what, span, minimum))
-    n = _whole(v, what, span, minimum)
-    return (n, n)
-
-
-def _pad(v: Any, what: str, span: Span) -> tuple[tuple[int, int], tuple[int, int]]:
-    if isinstance(v, tuple) and len(v) == 2 and all(isinstance(x, tuple) for x in v):
-        return (_pair(v[0], what, span, 0), _pair(v[1], what, span, 0))
-    h, w = _pair(v, what, span, 0)
-    return ((h, h), (w, w))
-
-
-def _shape(v: Any, what: str, span: Span) -> tuple[int, ...]:
-    dims = v if isinstance(v, tuple) else (v,)
-    if not dims:
-        raise CnnError(f"{what} needs at least one size", span)
-    out = tuple(_whole(d, what, span, -(10**18)) for d in dims)
-    bad = [d for d in out if d == 0 or d < -1]
-    if bad:
-        raise CnnError(f"sizes must be positive, but `{'x'.join(map(str, out))}` has {bad[0]}",
-                       span)
-    return out
-
-
-def _choice(v: Any, what: str, span: Span, choices: tuple[str, ...]) -> str:
-    if isinstance(v, Word) and v.name in choices:
-        return v.name
-    name = v.name if isinstance(v, Word) else str(v)
-    shown = f"`{v.name}`" if isinstance(v, Word) else describe(v)
-    if len(choices) <= 3:
-        listed = ", ".join(f"`{c}`" for c in choices[:-1]) + f" or `{choices[-1]}`"
-        raise CnnError(f"{what} must be {listed}, not {shown}", span, did_you_mean(name, choices))
-    hint = did_you_mean(name, choices) or "one of: " + ", ".join(f"`{c}`" for c in choices[:8])
-    raise CnnError(f"{what} cannot be {shown}", span, hint)
-
-
-def convert(spec: ArgSpec, v: Any, span: Span) -> Any:
-    """Check a value against its argument's kind and normalise it (`3` -> `(3, 3)`)."""
-    what = f"`{spec.name}`"
-    if v is None and spec.default is None:
-        return None
-    match spec.kind:
-        case "count":
-            return _whole(v, what, span, 1)
-        case "int":
-            return _whole(v, what, span, -(10**18))
-        case "size2":
-            return _pair(v, what, span, 1)
-        case "pad":
-            return _pad(v, what, span)
-        case "shape":
-            return _shape(v, what, span)
-        case "rate":
-            if not _is_number(v) or not 0 <= v < 1:
-                raise CnnError(f"{what} must be a number from 0 up to (not including) 1, "
-                               f"not {describe(v)}", span)
-            return float(v)
-        case "float":
-            if not _is_number(v):
-                raise CnnError(f"{what} must be a number, not {describe(v)}", span)
-            return float(v)
-        case "bool":
-            return _choice(v, what, span, ("true", "false")) == "true"
-        case "activation":
-            return _choice(v, what, span, ACTIVATIONS)
-        case "padding":
-            return _choice(v, what, span, ("same", "valid"))
-    raise AssertionError(f"unknown argument kind {spec.kind}")
 
 
 # ----------------------------------------------------------------------------- elaboration
@@ -225,6 +54,9 @@ class _Elaborator:
             self.blocks[name] = block
         seen: dict[str, Span] = {}
         for p in block.params:
+            if p.name.id == "in":
+                self.error("a parameter cannot be called `in`", p.name.span,
+                           "`in` is the block's input tensor: `in.c` is its channel count")
             if p.name.id in seen:
                 self.error(f"parameter `{p.name.id}` appears twice", p.name.span, None,
                            (Label(seen[p.name.id], "first here"),))
@@ -422,7 +254,7 @@ class _Elaborator:
             raise CnnError(f"block `{name}` calls itself ({chain} -> {name})", stmt.op.span,
                            "a block cannot contain itself; use `repeat` for repetition",
                            (Label(block.name.span, "defined here"),))
-        inner_env = self._bind_call(block, stmt, env)
+        inner_env = self._bind_call(block, stmt, env, current)
         local = self._local(scope, stmt.alias, name)
         path = (*scope, local)
         self._claim(scope, local, stmt.alias.span if stmt.alias else stmt.op.span)
@@ -435,8 +267,8 @@ class _Elaborator:
             self.call_stack.pop()
             self.call_sites.pop()
 
-    def _bind_call(self, block: ast.BlockDef, stmt: ast.Stmt, env: dict[str, Any]
-                   ) -> dict[str, Any]:
+    def _bind_call(self, block: ast.BlockDef, stmt: ast.Stmt, env: dict[str, Any],
+                   current: int | None) -> dict[str, Any]:
         params = {p.name.id: p for p in block.params}
         given: dict[str, Any] = {}
         order = list(params)
@@ -459,7 +291,7 @@ class _Elaborator:
                                    takes,
                                    (Label(block.name.span, "defined here"),))
                 given[free[0]] = evaluate(arg.value, env)
-        inner: dict[str, Any] = {}
+        inner: dict[str, Any] = {"in": TensorRef(current)}
         for name, p in params.items():
             if name in given:
                 inner[name] = given[name]
@@ -476,7 +308,11 @@ class _Elaborator:
         positional = [a for a in stmt.args if isinstance(a, ast.Positional)]
         if len(stmt.args) != 1 or not positional:
             raise CnnError("`repeat` takes one count: `repeat N { ... }`", stmt.op.span)
-        count = _whole(evaluate(positional[0].value, env), "the repeat count",
+        count = evaluate(positional[0].value, env)
+        if isinstance(count, Deferred):
+            raise CnnError("a repeat count cannot depend on a tensor's shape", positional[0].span,
+                           "the number of layers must be known before shapes are")
+        count = whole(count, "the repeat count",
                        positional[0].span, 1)
         brace = stmt.brace
         if brace is None or brace.paths or not brace.body:
@@ -512,7 +348,8 @@ class _Elaborator:
                        "start it with `input HxWxC`, e.g. `input 28x28x1`")
             self.body(net.body, None, {}, ())  # still check each layer's own arguments
             return None
-        current = self.body(net.body, _NO_INPUT, {}, ())
+        # At the top level, `in` is the network's input: the first node.
+        current = self.body(net.body, _NO_INPUT, {"in": TensorRef(0)}, ())
         if not self.nodes or self.nodes[0].op.arity != "source":
             return None  # the `input` itself was wrong, and said so
         return None if current == _NO_INPUT else current

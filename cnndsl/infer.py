@@ -4,11 +4,12 @@ diagnostics they raise; the one object every backend reads."""
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
-from cnndsl.diagnostics import ERROR, MAX_NUMBER, WARNING, Diagnostic, Label
+from cnndsl.diagnostics import ERROR, MAX_NUMBER, WARNING, CnnError, Diagnostic, Label
 from cnndsl.graph import Graph, Node, Scope
 from cnndsl.ops.base import Context, Shape, ShapeError, fmt_shape
+from cnndsl.values import Deferred, UnknownShape, convert, evaluate
 
 BYTES_PER_VALUE = 4  # float32
 
@@ -131,11 +132,36 @@ def _call_site(node: Node, scopes: dict[tuple[str, ...], Scope]) -> tuple[Label,
     return (Label(scope.span, f"in `{'/'.join(scope.path)}`, expanded from this call"),)
 
 
+def _resolve(node: Node, layers: list[Layer]) -> Node:
+    """The node with its shape-dependent arguments (`in.c // 2`) evaluated and checked."""
+    deferred = {k: v for k, v in node.args.items() if isinstance(v, Deferred)}
+    if not deferred:
+        return node
+
+    def shape_of(i: int | None) -> Shape | None:
+        return layers[i].shape if i is not None and i < len(layers) else None
+
+    args = dict(node.args)
+    for key, value in deferred.items():
+        spec = node.op.arg(key)
+        assert spec is not None  # elaboration bound only the op's own arguments
+        result = evaluate(value.expr, value.env, shape_of)
+        args[key] = convert(spec, result, node.arg_spans.get(key, node.span))
+    return replace(node, args=args)
+
+
 def _layer(node: Node, layers: list[Layer], diagnostics: list[Diagnostic],
            scopes: dict[tuple[str, ...], Scope]) -> Layer:
     ins = [layers[i] if i is not None else None for i in node.inputs]
     if any(i is None or i.shape is None for i in ins):
         return Layer(node, None)  # an earlier error: stay silent rather than cascade
+    try:
+        node = _resolve(node, layers)
+    except UnknownShape:
+        return Layer(node, None)
+    except CnnError as err:
+        diagnostics.append(err.diagnostic(node.span))
+        return Layer(node, None)
     ctx = Context([i.shape for i in ins])  # type: ignore[union-attr, misc]
     try:
         out = node.op.shape(node.args, ctx)

@@ -1,0 +1,264 @@
+"""Values of the language: expression evaluation and argument kinds.
+
+Elaboration evaluates most expressions at once. An expression that reads a tensor's shape
+(`in.c // 2`) cannot be known until inference, so it stays a `Deferred` value, which
+inference evaluates with the same rules once the shapes are known.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from cnndsl import ast
+from cnndsl.diagnostics import MAX_NUMBER, CnnError, Span, did_you_mean
+from cnndsl.ops.activations import ACTIVATIONS
+from cnndsl.ops.base import ArgSpec, Shape
+
+
+@dataclass(frozen=True)
+class Word:
+    """A bare name that is not a variable: a flag (`same`, `relu`) or a value like `true`."""
+
+    name: str
+
+
+# ----------------------------------------------------------------------------- expressions
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
+
+
+def describe(v: Any) -> str:
+    if isinstance(v, Word):
+        return f"the name `{v.name}`"
+    if isinstance(v, str):
+        return f'the string "{v}"'
+    if isinstance(v, tuple):
+        return f"the tuple {_show(v)}"
+    return f"`{v}`"
+
+
+def _show(v: Any) -> str:
+    if isinstance(v, tuple):
+        return "(" + ", ".join(_show(x) for x in v) + ("," if len(v) == 1 else "") + ")"
+    return v.name if isinstance(v, Word) else repr(v)
+
+
+@dataclass(frozen=True)
+class TensorRef:
+    """`in`: the input tensor of the enclosing block (of the network, at the top level).
+
+    `node` is its producing node's id, or None when an earlier error lost it.
+    """
+
+    node: int | None
+
+
+@dataclass(frozen=True, eq=False)
+class Deferred:
+    """An expression that reads a tensor's shape (`in.c // 2`), evaluated during inference."""
+
+    expr: ast.Expr
+    env: dict[str, Any]
+
+
+ShapeOf = Callable[[int | None], Shape | None]
+_AXES = {"h": 0, "w": 1, "c": -1}
+
+
+class UnknownShape(Exception):
+    """A shape an expression reads is unknown after an earlier error: stay silent."""
+
+
+def evaluate(expr: ast.Expr, env: dict[str, Any], shape_of: ShapeOf | None = None) -> Any:
+    """The value of an expression: int, float, str, tuple, or a Word for an unbound name.
+
+    Without `shape_of` (during elaboration), an expression that reads a tensor's shape
+    evaluates to a Deferred; with it (during inference), to its value.
+    """
+    if shape_of is None and _reads_shape(expr, env):
+        return Deferred(expr, env)
+    return _eval(expr, env, shape_of)
+
+
+def _eval(expr: ast.Expr, env: dict[str, Any], shape_of: ShapeOf | None) -> Any:
+    match expr:
+        case ast.Num(value=v):
+            return _in_range(v, expr.span)
+        case ast.Str(value=v):
+            return v
+        case ast.Size(dims=dims):
+            for d in dims:
+                _in_range(d, expr.span)
+            return dims
+        case ast.Name(id=name):
+            value = env[name] if name in env else Word(name)
+            if isinstance(value, Deferred):
+                return evaluate(value.expr, value.env, shape_of)
+            if isinstance(value, TensorRef):
+                raise CnnError(f"`{name}` is a tensor; use its `{name}.h`, `{name}.w` or "
+                               f"`{name}.c`", expr.span)
+            return value
+        case ast.Tuple(items=items):
+            return tuple(_eval(i, env, shape_of) for i in items)
+        case ast.Neg(operand=operand):
+            return -_number(_eval(operand, env, shape_of), operand.span, "-")
+        case ast.BinOp(op=op, left=left, right=right):
+            a = _number(_eval(left, env, shape_of), left.span, op)
+            b = _number(_eval(right, env, shape_of), right.span, op)
+            return _arith(op, a, b, expr.span)
+        case ast.Attr():
+            return _attr(expr, env, shape_of)
+    raise CnnError("this expression is not supported", expr.span)
+
+
+def _attr(expr: ast.Attr, env: dict[str, Any], shape_of: ShapeOf | None) -> int:
+    """`in.h`, `in.w`, `in.c`: a size of the block's input tensor."""
+    ref = env.get(expr.obj.id)
+    if not isinstance(ref, TensorRef):
+        raise CnnError(f"`{expr.obj.id}` has no properties", expr.span,
+                       "`in.h`, `in.w` and `in.c` read the size of a block's input")
+    axis = _AXES.get(expr.attr.id)
+    if axis is None:
+        raise CnnError(f"a tensor has no `{expr.attr.id}`", expr.attr.span,
+                       "use `h` (height), `w` (width) or `c` (channels)")
+    shape = shape_of(ref.node) if shape_of else None
+    if shape is None:
+        raise UnknownShape
+    if axis != -1 and len(shape) != 3:
+        raise CnnError(f"`{expr.obj.id}` has no height and width: it is "
+                       f"{'x'.join(map(str, shape))}", expr.span)
+    return shape[axis]
+
+
+def _reads_shape(expr: ast.Expr, env: dict[str, Any]) -> bool:
+    match expr:
+        case ast.Attr(obj=obj):
+            return isinstance(env.get(obj.id), TensorRef)
+        case ast.Name(id=name):
+            return isinstance(env.get(name), Deferred)
+        case ast.Tuple(items=items):
+            return any(_reads_shape(i, env) for i in items)
+        case ast.Neg(operand=operand):
+            return _reads_shape(operand, env)
+        case ast.BinOp(left=left, right=right):
+            return _reads_shape(left, env) or _reads_shape(right, env)
+    return False
+
+
+def _number(v: Any, span: Span, op: str) -> int | float:
+    if not _is_number(v):
+        what = f"the undefined name `{v.name}`" if isinstance(v, Word) else describe(v)
+        raise CnnError(f"`{op}` needs numbers, not {what}", span)
+    return v
+
+
+def _arith(op: str, a: int | float, b: int | float, span: Span) -> int | float:
+    if op in ("//", "/") and b == 0:
+        raise CnnError("division by zero", span)
+    result = {"+": lambda: a + b, "-": lambda: a - b, "*": lambda: a * b,
+              "//": lambda: a // b, "/": lambda: a / b}[op]()
+    return _in_range(result, span)
+
+
+def _in_range(v: int | float, span: Span) -> int | float:
+    """Numbers stay within int64, as TensorFlow's sizes do (and floats stay finite)."""
+    too_large = not math.isfinite(v) if isinstance(v, float) else abs(v) > MAX_NUMBER
+    if too_large:
+        raise CnnError("this number is too large", span,
+                       f"numbers go up to {MAX_NUMBER:,} (2**63 - 1)")
+    return v
+
+
+# ----------------------------------------------------------------------------- argument kinds
+
+
+def whole(v: Any, what: str, span: Span, minimum: int) -> int:
+    """An integer of at least `minimum`, or an error saying what it should be."""
+    if not isinstance(v, int) or isinstance(v, bool):
+        raise CnnError(f"{what} must be a whole number, not {describe(v)}", span)
+    if v < minimum:
+        bound = "positive" if minimum == 1 else f"at least {minimum}"
+        raise CnnError(f"{what} must be {bound}, not {v}", span)
+    return v
+
+
+def _pair(v: Any, what: str, span: Span, minimum: int) -> tuple[int, int]:
+    if isinstance(v, tuple):
+        if len(v) != 2:
+            raise CnnError(f"{what} takes two sizes (height, width), not {len(v)}", span,
+                           "write `3x3`, `1x7` or `(3, 3)`")
+        return (whole(v[0], what, span, minimum), whole(v[1], what, span, minimum))
+    n = whole(v, what, span, minimum)
+    return (n, n)
+
+
+def _pad(v: Any, what: str, span: Span) -> tuple[tuple[int, int], tuple[int, int]]:
+    if isinstance(v, tuple) and len(v) == 2 and all(isinstance(x, tuple) for x in v):
+        return (_pair(v[0], what, span, 0), _pair(v[1], what, span, 0))
+    h, w = _pair(v, what, span, 0)
+    return ((h, h), (w, w))
+
+
+def _shape(v: Any, what: str, span: Span) -> tuple[int, ...]:
+    dims = v if isinstance(v, tuple) else (v,)
+    if not dims:
+        raise CnnError(f"{what} needs at least one size", span)
+    out = tuple(whole(d, what, span, -(10**18)) for d in dims)
+    bad = [d for d in out if d == 0 or d < -1]
+    if bad:
+        raise CnnError(f"sizes must be positive, but `{'x'.join(map(str, out))}` has {bad[0]}",
+                       span)
+    return out
+
+
+def _choice(v: Any, what: str, span: Span, choices: tuple[str, ...]) -> str:
+    if isinstance(v, Word) and v.name in choices:
+        return v.name
+    name = v.name if isinstance(v, Word) else str(v)
+    shown = f"`{v.name}`" if isinstance(v, Word) else describe(v)
+    if len(choices) <= 3:
+        listed = ", ".join(f"`{c}`" for c in choices[:-1]) + f" or `{choices[-1]}`"
+        raise CnnError(f"{what} must be {listed}, not {shown}", span, did_you_mean(name, choices))
+    hint = did_you_mean(name, choices) or "one of: " + ", ".join(f"`{c}`" for c in choices[:8])
+    raise CnnError(f"{what} cannot be {shown}", span, hint)
+
+
+def convert(spec: ArgSpec, v: Any, span: Span) -> Any:
+    """Check a value against its argument's kind and normalise it (`3` -> `(3, 3)`)."""
+    what = f"`{spec.name}`"
+    if isinstance(v, Deferred):  # converted once inference knows the shapes
+        return v
+    if v is None and spec.default is None:
+        return None
+    match spec.kind:
+        case "count":
+            return whole(v, what, span, 1)
+        case "int":
+            return whole(v, what, span, -(10**18))
+        case "size2":
+            return _pair(v, what, span, 1)
+        case "pad":
+            return _pad(v, what, span)
+        case "shape":
+            return _shape(v, what, span)
+        case "rate":
+            if not _is_number(v) or not 0 <= v < 1:
+                raise CnnError(f"{what} must be a number from 0 up to (not including) 1, "
+                               f"not {describe(v)}", span)
+            return float(v)
+        case "float":
+            if not _is_number(v):
+                raise CnnError(f"{what} must be a number, not {describe(v)}", span)
+            return float(v)
+        case "bool":
+            return _choice(v, what, span, ("true", "false")) == "true"
+        case "activation":
+            return _choice(v, what, span, ACTIVATIONS)
+        case "padding":
+            return _choice(v, what, span, ("same", "valid"))
+    raise AssertionError(f"unknown argument kind {spec.kind}")

@@ -38,7 +38,7 @@ def test_json_schema_and_totals():
     assert data["flops"] == 2 * data["macs"]
     assert data["macs"] == sum(layer["macs"] for layer in data["layers"])
     for layer in data["layers"]:
-        assert LAYER_KEYS <= layer.keys()
+        assert layer.keys() >= LAYER_KEYS
     names = [layer["name"] for layer in data["layers"]]
     assert names[-1] == "output" and "FC1" in names
     conv = data["layers"][1]
@@ -63,7 +63,7 @@ def test_json_reports_diagnostics_with_positions(tmp_path):
     data, code = check_json(bad)
     assert code == 1
     [d] = data["diagnostics"]
-    assert DIAGNOSTIC_KEYS <= d.keys()
+    assert d.keys() >= DIAGNOSTIC_KEYS
     assert (d["severity"], d["line"], d["column"]) == ("error", 3, 3)
     assert data["layers"][-1]["output_shape"] is None
 

@@ -11,10 +11,15 @@ def _concat_shape(args: Args, ctx: Context) -> Shape:
     if any(len(s) != rank for s in shapes):
         raise ShapeError("`concat` paths have different ranks",
                          "flatten or reshape the paths to the same rank")
+    # `axis` counts as Keras's does, the batch being axis 0: 1 is the height, -1 the channels.
     axis = args["axis"]
-    if not -rank <= axis < rank:
-        raise ShapeError(f"axis {axis} is out of range for rank-{rank} tensors", arg="axis")
-    axis %= rank
+    if axis in (0, -rank - 1):
+        raise ShapeError(f"axis {axis} is the batch axis", "join along 1 (height), 2 (width) "
+                         "or -1 (channels), counting as Keras does", arg="axis")
+    if not -rank <= axis <= rank:
+        raise ShapeError(f"axis {axis} is out of range for rank-{rank} tensors (as Keras "
+                         f"counts them: 1 to {rank}, or -{rank} to -1)", arg="axis")
+    axis = axis - 1 if axis > 0 else axis + rank
     others = {tuple(d for i, d in enumerate(s) if i != axis) for s in shapes}
     if len(others) > 1:
         what = "height and width" if rank == 3 and axis == 2 else "sizes off the joined axis"

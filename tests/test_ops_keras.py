@@ -1,0 +1,558 @@
+"""Every op's shape rule, parameter count, MACs and warnings against real Keras layers.
+
+Each test writes a small .cnn network, analyses it with cnndsl, then builds the same graph
+in Keras from each node's `op.to_keras(args)` (so the Keras mapping is under test too),
+calling the layers on symbolic `keras.Input`s. For every layer the two must agree:
+
+- Keras refuses the layer (raises) exactly when cnndsl reports an error for it;
+- the output shape (batch left out), trainable and non-trainable parameter counts;
+- MACs, computed with the formulas of the language reference from the Keras layer's own
+  kernel shapes and output shape (never from cnndsl's code);
+- the "uncovered" warning, derived from the Keras output size: the last window of a valid
+  (or explicitly padded) window layer ends before the padded input does; and the
+  "acts on the last axis" warning of `dense` on a tensor of rank above one.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import keras
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from cnndsl.diagnostics import ERROR, WARNING
+from cnndsl.ops import OPS
+from cnndsl.ops.activations import ACTIVATIONS
+from cnndsl.pipeline import analyse
+
+# OPS_EXAMPLES=2000 for a long hunt; the default keeps the file well under a minute.
+_EXAMPLES = int(os.environ.get("OPS_EXAMPLES", 60))
+EXAMPLES = settings(max_examples=_EXAMPLES, deadline=None,
+                    suppress_health_check=[HealthCheck.too_slow])
+FEW = settings(max_examples=max(_EXAMPLES // 2, 1), deadline=None,
+               suppress_health_check=[HealthCheck.too_slow])
+
+WINDOW_LAYERS = ("Conv2D", "DepthwiseConv2D", "SeparableConv2D", "MaxPooling2D",
+                 "AveragePooling2D")
+KERAS_REFUSALS = (ValueError, IndexError)
+
+
+# ----------------------------------------------------------------------------- the Keras side
+
+
+@dataclass
+class Step:
+    """One Keras layer of a node, with the shapes it was called on and gave (batch included)."""
+
+    layer: Any
+    inputs: Any
+    output: tuple
+
+
+@dataclass
+class KerasNode:
+    tensor: Any = None  # None when Keras refused this node or an earlier one
+    error: Exception | None = None
+    steps: list[Step] = field(default_factory=list)
+
+    @property
+    def layers(self) -> list:
+        return [s.layer for s in self.steps]
+
+
+def _shape(t: Any) -> tuple:
+    return tuple(t.shape)
+
+
+def build_keras(analysis) -> dict[int, KerasNode]:
+    """The analysed graph rebuilt in Keras, node by node, from the ops' `to_keras` records."""
+    nodes: dict[int, KerasNode] = {}
+    for layer in analysis.layers:
+        node = layer.node
+        records = node.op.to_keras(node.args)
+        if node.op.arity == "source":
+            (record,) = records
+            assert record.cls == "Input"
+            nodes[node.id] = KerasNode(keras.Input(**record.kwargs))
+            continue
+        ins = [nodes[i].tensor if i is not None else None for i in node.inputs]
+        if any(t is None for t in ins):
+            nodes[node.id] = KerasNode()
+            continue
+        x = ins if node.op.arity == "merge" else ins[0]
+        done = KerasNode()
+        try:
+            for record in records:
+                keras_layer = getattr(keras.layers, record.cls)(**record.kwargs)
+                before = [_shape(t) for t in x] if isinstance(x, list) else _shape(x)
+                x = keras_layer(x)
+                done.steps.append(Step(keras_layer, before, _shape(x)))
+        except KERAS_REFUSALS as err:
+            done.error = err
+        else:
+            done.tensor = x
+        nodes[node.id] = done
+    return nodes
+
+
+def weight_counts(layers: list) -> tuple[int, int]:
+    trainable = sum(math.prod(w.shape) for lay in layers for w in lay.trainable_weights)
+    frozen = sum(math.prod(w.shape) for lay in layers for w in lay.non_trainable_weights)
+    return trainable, frozen
+
+
+def keras_macs(step: Step) -> int:
+    """MACs by the language reference's formulas, from the Keras kernels and output shape."""
+    layer, out = step.layer, step.output
+    name = type(layer).__name__
+    if name == "Conv2D":
+        kh, kw, cin_per_group, cout = layer.kernel.shape
+        return kh * kw * cin_per_group * cout * out[1] * out[2]
+    if name == "DepthwiseConv2D":
+        kh, kw, cin, mult = layer.kernel.shape
+        return kh * kw * cin * mult * out[1] * out[2]
+    if name == "SeparableConv2D":
+        kh, kw, cin, mult = layer.depthwise_kernel.shape
+        one, one_, mid, cout = layer.pointwise_kernel.shape
+        assert (one, one_, mid) == (1, 1, cin * mult)
+        return kh * kw * cin * mult * out[1] * out[2] + mid * cout * out[1] * out[2]
+    if name == "Dense":
+        units_in, units_out = layer.kernel.shape
+        return units_in * units_out * math.prod(out[1:-1])
+    # Pooling, activations, batch norm, reshaping and merges count 0; they have no kernel.
+    assert not any(w.path.endswith("kernel") for w in layer.weights), name
+    return 0
+
+
+def uncovered_axes(step: Step) -> int:
+    """How many of height and width leave trailing input rows or columns no window reaches.
+
+    Only windows at least as wide as their stride count: a narrower one (a 1x1 stride-2
+    projection) skips rows between its windows by design, and cnndsl does not warn there.
+    """
+    layer = step.layer
+    name = type(layer).__name__
+    if name not in WINDOW_LAYERS:
+        return 0
+    config = layer.get_config()
+    if config["padding"] != "valid":
+        return 0
+    kernel = config.get("kernel_size") or config["pool_size"]
+    dilation = config.get("dilation_rate", (1, 1))
+    strides = config["strides"]
+    count = 0
+    for axis in (0, 1):
+        extent = step.inputs[1 + axis]
+        effective = kernel[axis] + (kernel[axis] - 1) * (dilation[axis] - 1)
+        last_end = (step.output[1 + axis] - 1) * strides[axis] + effective
+        assert last_end <= extent
+        count += last_end < extent and effective >= strides[axis]
+    return count
+
+
+# ----------------------------------------------------------------------------- the comparison
+
+
+def check(text: str) -> Any:
+    """Analyse `text` and assert that every layer agrees with Keras; returns the result."""
+    result = analyse(text)
+    assert result.analysis is not None, result.diagnostics
+    analysis = result.analysis
+    layers = analysis.layers
+    errors = [d for d in result.diagnostics if d.severity == ERROR]
+    refused = {lay.node.id for lay in layers if lay.shape is None and all(
+        i is not None and layers[i].shape is not None for i in lay.node.inputs)}
+    # Every error belongs to a refused layer: none comes from parsing or elaboration.
+    assert len(errors) == len(refused), (text, result.diagnostics)
+
+    keras_nodes = build_keras(analysis)
+    for layer in layers:
+        node, kn = layer.node, keras_nodes[layer.node.id]
+        where = f"{node.name} ({node.op.name} {node.args})\n{text}"
+        if node.id in refused:
+            if node.op.name == "concat" and _batch_axis(node, layers):
+                continue  # Keras would join along the batch; cnndsl must refuse
+            assert kn.error is not None, f"cnndsl refused, Keras did not: {where}\n" + \
+                "\n".join(d.message for d in errors)
+            continue
+        if layer.shape is None:  # after an earlier refusal
+            assert kn.tensor is None, where
+            continue
+        assert kn.error is None, f"Keras refused ({kn.error}), cnndsl did not: {where}"
+        assert layer.shape == _shape(kn.tensor)[1:], where
+        assert (layer.trainable, layer.non_trainable) == weight_counts(kn.layers), where
+        assert layer.params == sum(lay.count_params() for lay in kn.layers), where
+        assert layer.macs == sum(keras_macs(s) for s in kn.steps), where
+
+        warnings = [d.message for d in result.diagnostics
+                    if d.severity == WARNING and d.span == node.span]
+        uncovered = [w for w in warnings if "uncovered" in w]
+        last_axis = [w for w in warnings if "acts on the last axis" in w]
+        # One warning per layer, whichever of its axes leave input uncovered.
+        expected = sum(bool(uncovered_axes(s)) for s in kn.steps)
+        assert len(uncovered) == expected, (where, warnings)
+        dense_on_tensor = any(type(s.layer).__name__ == "Dense" and len(s.inputs) > 2
+                              for s in kn.steps)
+        assert bool(last_axis) == dense_on_tensor, (where, warnings)
+        assert len(uncovered) + len(last_axis) == len(warnings), (where, warnings)
+    return result
+
+
+def _batch_axis(node, layers) -> bool:
+    """Whether a `concat`'s axis, counted as Keras counts it, names the batch axis."""
+    ranks = {len(layers[i].shape) for i in node.inputs}
+    return len(ranks) == 1 and node.args["axis"] % (ranks.pop() + 1) == 0
+
+
+def network(input_shape: tuple[int, ...], *lines: str) -> str:
+    body = "\n".join(f"  {line}" for line in lines)
+    return f"network t {{\n  input {size_text(input_shape)}\n{body}\n}}\n"
+
+
+def size_text(shape: tuple[int, ...]) -> str:
+    return "x".join(map(str, shape)) if len(shape) > 1 else str(shape[0])
+
+
+def analysed_last(text: str):
+    result = check(text)
+    return result, result.analysis.layers[-1]
+
+
+# ----------------------------------------------------------------------------- strategies
+
+dims = st.integers(1, 40)
+channels = st.integers(1, 16)
+images = st.tuples(dims, dims, channels)
+small_images = st.tuples(st.integers(1, 12), st.integers(1, 12), st.integers(1, 8))
+any_rank = st.one_of(
+    images, images, st.tuples(channels), st.tuples(st.integers(1, 9), channels),
+    st.tuples(st.integers(1, 5), st.integers(1, 5), st.integers(1, 5), st.integers(1, 5)))
+
+
+@st.composite
+def pair_text(draw, low: int, high: int) -> str:
+    """A size2 value in one of the ways the language writes it: `3`, `3x5`, `(3, 5)`."""
+    a, b = draw(st.integers(low, high)), draw(st.integers(low, high))
+    if a == b and draw(st.booleans()):
+        return str(a)
+    return draw(st.sampled_from([f"{a}x{b}", f"({a}, {b})"]))
+
+
+@st.composite
+def pad_text(draw) -> str:
+    """An explicit pad: `1`, `(1, 2)` or `((0, 1), (2, 3))`."""
+    p = st.integers(0, 3)
+    form = draw(st.sampled_from(["int", "pair", "pairs"]))
+    if form == "int":
+        return str(draw(p))
+    if form == "pair":
+        return f"({draw(p)}, {draw(p)})"
+    return f"(({draw(p)}, {draw(p)}), ({draw(p)}, {draw(p)}))"
+
+
+@st.composite
+def padding_words(draw) -> list[str]:
+    """Nothing (valid by default), `same`, `valid`, `padding=...`, or an explicit pad."""
+    choice = draw(st.sampled_from(["default", "same", "valid", "keyword", "pad"]))
+    if choice == "default":
+        return []
+    if choice == "keyword":
+        return [f"padding={draw(st.sampled_from(['same', 'valid']))}"]
+    if choice == "pad":
+        return [f"pad={draw(pad_text())}"]
+    return [choice]
+
+
+@st.composite
+def maybe(draw, strategy, default=None):
+    return draw(st.one_of(st.just(default), strategy))
+
+
+@st.composite
+def conv_options(draw, max_kernel: int = 7) -> list[str]:
+    """What every convolution shares: stride, padding, dilation, use_bias, activation."""
+    words = draw(padding_words())
+    if draw(st.booleans()):
+        words.append(f"stride={draw(pair_text(1, 4))}")
+    if draw(st.booleans()):
+        words.append(f"dilation={draw(pair_text(1, 3))}")
+    if draw(st.booleans()):
+        words.append(f"use_bias={draw(st.sampled_from(['true', 'false']))}")
+    activation = draw(maybe(st.sampled_from(ACTIVATIONS)))
+    if activation:
+        words.append(draw(st.sampled_from([activation, f"activation={activation}"])))
+    return draw(st.permutations(words))
+
+
+# ----------------------------------------------------------------------------- convolutions
+
+
+@EXAMPLES
+@given(shape=images, filters=channels, kernel=pair_text(1, 7), options=conv_options(),
+       groups=maybe(st.integers(1, 4)))
+def test_conv_matches_conv2d(shape, filters, kernel, options, groups):
+    words = [*options, *([f"groups={groups}"] if groups else [])]
+    check(network(shape, " ".join(["conv", str(filters), kernel, *words])))
+
+
+@EXAMPLES
+@given(shape=st.tuples(dims, dims, st.integers(1, 4)), groups=st.integers(1, 4),
+       per_group=st.integers(1, 4), filters_per_group=st.integers(1, 4),
+       kernel=pair_text(1, 3), use_bias=st.booleans())
+def test_grouped_conv(shape, groups, per_group, filters_per_group, kernel, use_bias):
+    """Grouped convolutions that divide evenly, so the grouped weights are really counted."""
+    h, w, _ = shape
+    text = network((h, w, groups * per_group),
+                   f"conv {groups * filters_per_group} {kernel} groups={groups} same "
+                   f"use_bias={str(use_bias).lower()}")
+    _, layer = analysed_last(text)
+    assert layer.shape is not None
+
+
+@EXAMPLES
+@given(shape=images, kernel=pair_text(1, 7), options=conv_options(),
+       multiplier=maybe(st.integers(1, 3)))
+def test_dwconv_matches_depthwiseconv2d(shape, kernel, options, multiplier):
+    words = [*options, *([f"multiplier={multiplier}"] if multiplier else [])]
+    check(network(shape, " ".join(["dwconv", kernel, *words])))
+
+
+@EXAMPLES
+@given(shape=images, filters=channels, kernel=pair_text(1, 7), options=conv_options(),
+       multiplier=maybe(st.integers(1, 3)))
+def test_sepconv_matches_separableconv2d(shape, filters, kernel, options, multiplier):
+    words = [*options, *([f"multiplier={multiplier}"] if multiplier else [])]
+    check(network(shape, " ".join(["sepconv", str(filters), kernel, *words])))
+
+
+@FEW
+@given(shape=any_rank, op=st.sampled_from(["conv 4 1x1", "dwconv 1x1", "sepconv 4 1x1",
+                                           "maxpool 1x1", "avgpool 1x1", "zeropad 1",
+                                           "globalavgpool", "globalmaxpool"]))
+def test_spatial_ops_need_a_rank_3_input(shape, op):
+    result = check(network(shape, op))
+    assert result.ok == (len(shape) == 3)
+
+
+@pytest.mark.parametrize("op", ["conv 4 3x3", "dwconv 3x3", "sepconv 4 3x3",
+                                "maxpool 2x2", "avgpool 3x3"])
+def test_same_and_explicit_pad_conflict(op):
+    result = analyse(network((9, 9, 3), f"{op} same pad=1"))
+    assert not result.ok
+    assert any("pad" in d.message for d in result.diagnostics if d.severity == ERROR)
+
+
+@pytest.mark.parametrize(("stride", "dilation"), [("2", "2"), ("(2, 1)", "(1, 2)"),
+                                                  ("(1, 3)", "(2, 1)")])
+def test_conv_refuses_stride_with_dilation_like_keras(stride, dilation):
+    result = check(network((20, 20, 3), f"conv 4 3x3 stride={stride} dilation={dilation}"))
+    assert not result.ok
+
+
+# ----------------------------------------------------------------------------- pooling
+
+
+@EXAMPLES
+@given(shape=images, op=st.sampled_from(["maxpool", "avgpool"]),
+       pool=maybe(pair_text(1, 6)), stride=maybe(pair_text(1, 4)), padding=padding_words())
+def test_pooling_matches_keras(shape, op, pool, stride, padding):
+    words = [op, *([pool] if pool else []), *([f"stride={stride}"] if stride else []), *padding]
+    _, layer = analysed_last(network(shape, " ".join(words)))
+    if stride is None and layer.shape is not None and not padding:
+        # The stride defaults to the pool size, as Keras's does.
+        ph, pw = layer.node.args["pool"]
+        assert layer.shape[:2] == (shape[0] // ph, shape[1] // pw)
+
+
+@FEW
+@given(shape=any_rank, op=st.sampled_from(["globalavgpool", "globalmaxpool"]),
+       keepdims=maybe(st.sampled_from(["true", "false"])))
+def test_global_pooling_matches_keras(shape, op, keepdims):
+    words = [op, *([f"keepdims={keepdims}"] if keepdims else [])]
+    check(network(shape, " ".join(words)))
+
+
+# ----------------------------------------------------------------------------- core layers
+
+
+@EXAMPLES
+@given(shape=any_rank, units=channels, use_bias=maybe(st.sampled_from(["true", "false"])),
+       activation=maybe(st.sampled_from(ACTIVATIONS)))
+def test_dense_matches_keras(shape, units, use_bias, activation):
+    words = ["dense", str(units), *([f"use_bias={use_bias}"] if use_bias else []),
+             *([activation] if activation else [])]
+    check(network(shape, " ".join(words)))
+
+
+@FEW
+@given(shape=any_rank)
+def test_flatten_matches_keras(shape):
+    check(network(shape, "flatten"))
+
+
+@FEW
+@given(shape=any_rank, rate=st.floats(0, 0.99).map(lambda r: round(r, 3)))
+def test_dropout_matches_keras(shape, rate):
+    check(network(shape, f"dropout {rate!r}"))
+
+
+@FEW
+@given(shape=any_rank, center=maybe(st.booleans()), scale=maybe(st.booleans()),
+       momentum=maybe(st.sampled_from(["0.9", "0.99", "0.5"])),
+       epsilon=maybe(st.sampled_from(["1e-3", "1.001e-5", "0.1"])))
+def test_batchnorm_matches_keras(shape, center, scale, momentum, epsilon):
+    words = ["batchnorm"]
+    for key, value in (("center", center), ("scale", scale)):
+        if value is not None:
+            words.append(f"{key}={str(value).lower()}")
+    for key, value in (("momentum", momentum), ("epsilon", epsilon)):
+        if value is not None:
+            words.append(f"{key}={value}")
+    _, layer = analysed_last(network(shape, " ".join(words)))
+    # Keras: gamma and beta are trainable, the moving mean and variance are not.
+    c = shape[-1]
+    assert layer.non_trainable == 2 * c
+
+
+@FEW
+@given(shape=any_rank)
+def test_identity_matches_keras(shape):
+    check(network(shape, "identity"))
+
+
+@FEW
+@given(shape=any_rank, scale=st.sampled_from(["1/255", "2", "0.5", "-1.5", "1/127.5"]),
+       offset=maybe(st.sampled_from(["-1", "0.5", "0"])))
+def test_rescale_matches_keras(shape, scale, offset):
+    check(network(shape, f"rescale {scale}" + (f" offset={offset}" if offset else "")))
+
+
+@EXAMPLES
+@given(shape=images, pad=pad_text(), keyword=st.booleans())
+def test_zeropad_matches_keras(shape, pad, keyword):
+    result, layer = analysed_last(network(shape, f"zeropad {'pad=' if keyword else ''}{pad}"))
+    assert result.ok and layer.shape[2] == shape[2]
+
+
+@st.composite
+def reshape_case(draw):
+    """An input and a target shape: a factorisation of its size (maybe one -1), or not."""
+    shape = draw(any_rank)
+    size = math.prod(shape)
+    target: list[int] = []
+    rest = size
+    for _ in range(draw(st.integers(0, 3))):
+        divisors = [d for d in range(1, rest + 1) if rest % d == 0]
+        d = draw(st.sampled_from(divisors))
+        target.append(d)
+        rest //= d
+    target.append(rest)
+    target = draw(st.permutations(target))
+    if draw(st.booleans()):
+        target[draw(st.integers(0, len(target) - 1))] = -1
+    if draw(st.integers(0, 3)) == 0:  # a wrong size now and then: both must refuse
+        i = draw(st.integers(0, len(target) - 1))
+        target[i] = draw(st.integers(1, 7)) if target[i] != -1 else target[i]
+    return shape, tuple(target)
+
+
+@EXAMPLES
+@given(case=reshape_case(), form=st.sampled_from(["tuple", "size"]))
+def test_reshape_matches_keras(case, form):
+    shape, target = case
+    if form == "size" and -1 not in target and len(target) > 1:
+        text = "x".join(map(str, target))
+    elif len(target) == 1:
+        text = f"({target[0]},)" if target[0] == -1 else str(target[0])
+    else:
+        text = "(" + ", ".join(map(str, target)) + ")"
+    check(network(shape, f"reshape {text}"))
+
+
+@pytest.mark.parametrize("name", ACTIVATIONS)
+def test_activation_ops_match_keras(name):
+    for line in (name, f"activation {name}"):
+        result, layer = analysed_last(network((5, 7, 3), line))
+        assert result.ok and layer.shape == (5, 7, 3)
+    result, layer = analysed_last(network((5, 7, 3), f"conv 4 3x3 {name}", f"dense 2 {name}"))
+    assert result.ok
+
+
+# ----------------------------------------------------------------------------- merges
+
+
+@st.composite
+def concat_case(draw):
+    h, w, c = draw(small_images)
+    path_ops = st.sampled_from([
+        "identity", "conv {k} 1x1", "conv {k} 3x3", "conv {k} 1x1 stride=2", "avgpool 2x2",
+        "maxpool 3x3 stride=1 same", "globalavgpool keepdims=true", "globalmaxpool",
+        "flatten", "dense {k}"])
+    paths = []
+    for _ in range(draw(st.integers(2, 3))):
+        ops = draw(st.lists(path_ops, min_size=1, max_size=2))
+        paths.append("; ".join(op.format(k=draw(st.integers(1, 6))) for op in ops))
+    axis = draw(maybe(st.integers(-4, 4)))
+    return (h, w, c), paths, axis
+
+
+@EXAMPLES
+@given(case=concat_case())
+def test_concat_matches_keras(case):
+    shape, paths, axis = case
+    head = "concat" + (f" axis={axis}" if axis is not None else "") + " {"
+    check(network(shape, head, *(f"  | {p}" for p in paths), "}"))
+
+
+@pytest.mark.parametrize(("axis", "expected"), [(1, (12, 5, 4)), (2, (6, 10, 4)),
+                                                (3, (6, 5, 8)), (-1, (6, 5, 8)),
+                                                (-2, (6, 10, 4)), (-3, (12, 5, 4))])
+def test_concat_axis_counts_as_keras_does(axis, expected):
+    _, layer = analysed_last(network((6, 5, 4), f"concat axis={axis} {{ | identity | relu }}"))
+    assert layer.shape == expected
+
+
+@pytest.mark.parametrize("axis", [0, -4])
+def test_concat_refuses_the_batch_axis(axis):
+    result = analyse(network((6, 5, 4), f"concat axis={axis} {{ | identity | relu }}"))
+    assert not result.ok
+
+
+@st.composite
+def broadcast_case(draw):
+    h, w, c = draw(st.tuples(st.integers(1, 5), st.integers(1, 5), st.integers(1, 5)))
+    path_ops = st.sampled_from([
+        "identity", f"avgpool ({h}, 1)", f"avgpool (1, {w})", "conv 1 1x1", f"conv {c} 1x1",
+        "conv {k} 1x1", "globalavgpool keepdims=true", "globalmaxpool", "dense {k}",
+        "dense 1", "flatten"])
+    paths = []
+    for _ in range(draw(st.integers(2, 3))):
+        ops = draw(st.lists(path_ops, min_size=1, max_size=3))
+        paths.append("; ".join(op.format(k=draw(st.integers(1, 5))) for op in ops))
+    return (h, w, c), paths
+
+
+@EXAMPLES
+@given(case=broadcast_case(), op=st.sampled_from(["add", "multiply"]))
+def test_add_and_multiply_broadcast_as_keras(case, op):
+    shape, paths = case
+    check(network(shape, op + " {", *(f"  | {p}" for p in paths), "}"))
+
+
+# ----------------------------------------------------------------------------- coverage
+
+COVERED = {"input", "conv", "dwconv", "sepconv", "maxpool", "avgpool", "globalavgpool",
+           "globalmaxpool", "dense", "flatten", "dropout", "batchnorm", "identity", "rescale",
+           "zeropad", "reshape", "activation", "concat", "add", "multiply", *ACTIVATIONS}
+
+
+def test_every_op_is_compared_with_keras():
+    """A new op fails here until a test above compares it with Keras."""
+    assert set(OPS) == COVERED

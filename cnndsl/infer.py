@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 
 from cnndsl.diagnostics import ERROR, MAX_NUMBER, WARNING, CnnError, Diagnostic, Label
 from cnndsl.graph import Graph, Node, Scope
@@ -76,12 +77,25 @@ class Analysis:
         return total
 
     def scope_totals(self, scope: Scope) -> Totals:
-        total = Totals()
-        n = len(scope.path)
+        return self._by_scope[0].get(scope.path, Totals())
+
+    def scope_output(self, scope: Scope) -> Shape | None:
+        """The shape of the last layer inside a block instance (its output)."""
+        return self._by_scope[1].get(scope.path)
+
+    @cached_property
+    def _by_scope(self) -> tuple[dict[tuple[str, ...], Totals],
+                                 dict[tuple[str, ...], Shape | None]]:
+        """Totals and output of every scope, in one pass (a layer counts in all its scopes)."""
+        totals: dict[tuple[str, ...], Totals] = {}
+        outputs: dict[tuple[str, ...], Shape | None] = {}
         for layer in self.layers:
-            if layer.node.scope[:n] == scope.path:
-                total += layer
-        return total
+            path = layer.node.scope
+            for depth in range(1, len(path) + 1):
+                prefix = path[:depth]
+                totals[prefix] = totals.get(prefix, Totals()) + layer
+                outputs[prefix] = layer.shape
+        return totals, outputs
 
     @property
     def peak_activation_bytes(self) -> int:
@@ -160,7 +174,8 @@ def _layer(node: Node, layers: list[Layer], diagnostics: list[Diagnostic],
     except UnknownShape:
         return Layer(node, None)
     except CnnError as err:
-        diagnostics.append(err.diagnostic(node.span))
+        d = err.diagnostic(node.span)
+        diagnostics.append(replace(d, labels=d.labels + _call_site(node, scopes)))
         return Layer(node, None)
     ctx = Context([i.shape for i in ins])  # type: ignore[union-attr, misc]
     try:

@@ -15,9 +15,13 @@ _RESET = "\033[0m"
 
 def human(n: int) -> str:
     """1234 -> 1.23K, 3868726272 -> 3.87G: short counts for the table."""
-    for unit, size in (("T", 10**12), ("G", 10**9), ("M", 10**6), ("K", 10**3)):
+    units = (("T", 10**12), ("G", 10**9), ("M", 10**6), ("K", 10**3), ("", 1))
+    for i, (unit, size) in enumerate(units):
         if n >= size:
-            return f"{n / size:.3g}{unit}"
+            short = float(f"{n / size:.3g}")
+            if short >= 1000 and i:  # 999,999 rounds up to the next unit: 1M, not 1e+03K
+                unit, short = units[i - 1][0], short / 1000
+            return f"{short:g}{unit}"
     return str(n)
 
 
@@ -48,7 +52,8 @@ def to_json(result: Result, filename: str) -> dict[str, Any]:
     diagnostics = [d.to_json() for d in result.diagnostics]
     if a is None:
         return {"file": filename, "network": None, "input_shape": None, "output_shape": None,
-                "params": None, "macs": None, "flops": None, "layers": [], "blocks": [],
+                "params": None, "macs": None, "flops": None, "memory": None, "layers": [],
+                "blocks": [],
                 "diagnostics": diagnostics}
     totals = a.totals
     return {
@@ -123,8 +128,7 @@ class _Table:
     def _block_row(self, path: tuple[str, ...]) -> None:
         scope = self.scopes[path]
         t: Totals = self.a.scope_totals(scope)
-        inside = [x for x in self.a.layers if x.node.scope[: len(path)] == path]
-        out = fmt_shape(inside[-1].shape) if inside else ""
+        out = fmt_shape(self.a.scope_output(scope))
         label = scope.block or "repeat"
         self.rows.append(("block", ["  " * (len(path) - 1) + path[-1], label, out,
                                     f"{t.params:,}", human(t.macs), ""]))

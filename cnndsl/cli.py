@@ -118,7 +118,7 @@ def check(
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object on stdout.")] = False,
     network: NetworkOpt = None,
 ) -> int:
-    """Check shapes, parameters and multiply-adds of every layer, exactly as Keras."""
+    """Check every shape, parameter and multiply-add, exactly as Keras."""
     from cnndsl import report
 
     source, result = load(file, network)
@@ -156,7 +156,7 @@ def draw(
     fmt: Annotated[str | None, typer.Option(
         "--format", "-f", help="svg, png, pdf or dot: overrides the extension.")] = None,
 ) -> int:
-    """Draw the network with Graphviz: Inception-style paths, blocks as clusters."""
+    """Draw the network with Graphviz (.svg .png .pdf .dot)."""
     from cnndsl.draw import draw_command
 
     return draw_command(file, output, network, rankdir, collapse, depth, fmt)

@@ -66,6 +66,19 @@ class Deferred:
     env: dict[str, Any]
 
 
+class Symbolic:
+    """A value known only when generated code runs (a block parameter inside the function
+    `build` writes for the block): arithmetic on it builds an expression, and `convert`
+    passes it through unchecked, as it does a Deferred."""
+
+
+def is_symbolic(v: Any) -> bool:
+    """A Symbolic value, or a tuple holding one."""
+    if isinstance(v, tuple):
+        return any(is_symbolic(x) for x in v)
+    return isinstance(v, Symbolic)
+
+
 ShapeOf = Callable[[int | None], Shape | None]
 _AXES = {"h": 0, "w": 1, "c": -1}
 
@@ -150,14 +163,17 @@ def _reads_shape(expr: ast.Expr, env: dict[str, Any]) -> bool:
     return False
 
 
-def _number(v: Any, span: Span, op: str) -> int | float:
-    if not _is_number(v):
+def _number(v: Any, span: Span, op: str) -> Any:
+    if not _is_number(v) and not isinstance(v, Symbolic):
         what = f"the undefined name `{v.name}`" if isinstance(v, Word) else describe(v)
         raise CnnError(f"`{op}` needs numbers, not {what}", span)
     return v
 
 
-def _arith(op: str, a: int | float, b: int | float, span: Span) -> int | float:
+def _arith(op: str, a: Any, b: Any, span: Span) -> Any:
+    if isinstance(a, Symbolic) or isinstance(b, Symbolic):
+        return {"+": lambda: a + b, "-": lambda: a - b, "*": lambda: a * b,
+                "//": lambda: a // b, "/": lambda: a / b}[op]()
     if op in ("//", "/") and b == 0:
         raise CnnError("division by zero", span)
     result = {"+": lambda: a + b, "-": lambda: a - b, "*": lambda: a * b,
@@ -231,7 +247,7 @@ def _choice(v: Any, what: str, span: Span, choices: tuple[str, ...]) -> str:
 def convert(spec: ArgSpec, v: Any, span: Span) -> Any:
     """Check a value against its argument's kind and normalise it (`3` -> `(3, 3)`)."""
     what = f"`{spec.name}`"
-    if isinstance(v, Deferred):  # converted once inference knows the shapes
+    if isinstance(v, Deferred) or is_symbolic(v):  # converted once the values are known
         return v
     if v is None and spec.default is None:
         return None

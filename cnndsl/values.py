@@ -137,8 +137,7 @@ def _attr(expr: ast.Attr, env: dict[str, Any], shape_of: ShapeOf | None) -> int:
                        "`in.h`, `in.w` and `in.c` read the size of a block's input")
     axis = _AXES.get(expr.attr.id)
     if axis is None:
-        raise CnnError(f"a tensor has no `{expr.attr.id}`", expr.attr.span,
-                       "use `h` (height), `w` (width) or `c` (channels)")
+        _no_such_axis(expr.attr)
     shape = shape_of(ref.node) if shape_of else None
     if shape is None:
         raise UnknownShape
@@ -148,9 +147,17 @@ def _attr(expr: ast.Attr, env: dict[str, Any], shape_of: ShapeOf | None) -> int:
     return shape[axis]
 
 
+def _no_such_axis(attr: ast.Name) -> None:
+    raise CnnError(f"a tensor has no `{attr.id}`", attr.span,
+                   did_you_mean(attr.id, ("h", "w", "c"))
+                   or "use `h` (height), `w` (width) or `c` (channels)")
+
+
 def _reads_shape(expr: ast.Expr, env: dict[str, Any]) -> bool:
     match expr:
-        case ast.Attr(obj=obj):
+        case ast.Attr(obj=obj, attr=attr):
+            if isinstance(env.get(obj.id), TensorRef) and attr.id not in _AXES:
+                _no_such_axis(attr)  # a misspelling is known now, whatever the shapes
             return isinstance(env.get(obj.id), TensorRef)
         case ast.Name(id=name):
             return isinstance(env.get(name), Deferred)

@@ -140,6 +140,21 @@ def check(
 
 
 @app.command()
+def build(
+    file: FileArg,
+    output: Annotated[str | None, typer.Option(
+        "--output", "-o", show_default=False, metavar="OUT",
+        help="Where to write the module (default: FILE with .py beside it); `-` prints it.")
+    ] = None,
+    network: NetworkOpt = None,
+) -> int:
+    """Write the network as readable Keras code."""
+    from cnndsl.codegen import build_command
+
+    return build_command(file, output, network)
+
+
+@app.command()
 def draw(
     file: FileArg,
     output: Annotated[Path, typer.Option(

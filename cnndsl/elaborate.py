@@ -123,6 +123,9 @@ class _Elaborator:
             raise CnnError(f"`{name}` comes before the network's `input`", stmt.op.span,
                            "start the network with `input HxWxC`, e.g. `input 28x28x1`")
         args, spans = self.bind(op, stmt, env)
+        if op.arity == "source" and any(isinstance(v, Deferred) for v in args.values()):
+            raise CnnError("the input's sizes must be numbers", stmt.span,
+                           "`in` is the network's input itself: it has no shape yet")
         inputs, input_spans = self._inputs(op, stmt, current, env, scope)
         return self.add_node(op, args, spans, inputs, input_spans, stmt, scope)
 

@@ -1,0 +1,967 @@
+"""Backend: `cnndsl build` -- a checked program -> a readable Keras module (Jinja2 templates).
+
+Each block of the .cnn file becomes one Python function whose parameters are the block's.
+Its statements are bound with the elaborator's own argument binding, but with the block's
+parameters bound to `Sym` values that stand for the Python arguments: arithmetic on them
+builds Python source (`4 * growth`), `in.c` becomes `inputs.shape[-1]`. Each statement then
+becomes the Keras layers of its op's own mapping (`op.to_keras`), the mapping the in-process
+runtime reads, so the module `build` writes and the model `train` runs cannot drift apart.
+
+Layer names are those of `check`, with `/` written `.` (Node.keras_name): a block function
+takes its instance's name (`name="inception_3a"`) and builds its layers' names from it, with
+the elaborator's counters replayed statement by statement; a `repeat` becomes a `for` loop
+whose index goes into the names.
+
+Fallbacks, each exact: a block with a parameter that is not a number at some call (a flag
+word such as `relu`, a size such as `3x3`) is expanded where it is called instead of becoming
+a function; and should anything not be expressible with symbolic arguments, the whole
+network is written layer by layer from the checked graph (`flat`).
+
+Nothing from the source is pasted into the code as text: identifiers are validated NAME
+tokens (renamed when they clash with Python's keywords, builtins or the module's own names)
+and every value is rendered as a Python literal.
+"""
+
+from __future__ import annotations
+
+import builtins
+import keyword
+import os
+import re
+import sys
+import tempfile
+import textwrap
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cnndsl import __version__, ast
+from cnndsl.diagnostics import CnnError, Diagnostic, has_errors, sort_key
+from cnndsl.elaborate import _Elaborator
+from cnndsl.infer import Analysis
+from cnndsl.ops import OPS
+from cnndsl.ops.base import KerasLayer, Op
+from cnndsl.values import Deferred, Symbolic, TensorRef, Word, evaluate, is_symbolic
+
+MAX_LOOP_DEPTH = 8  # deeper `repeat` nests are written out (Python nests 20 blocks at most)
+LINE_LENGTH = 88  # ruff's default: the module passes `ruff format --check` as written
+INDENT = "    "
+NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")  # the grammar's NAME token
+_RESERVED = {"keras", "layers", "ops", "build_model", "compile_model", "inputs", "name",
+             "model"}
+_INTERNAL = re.compile(r"(x|i|j|k|i\d+)\Z|x\d+\Z")  # the generated code's own variables
+
+
+class Unsupported(Exception):
+    """Something a block function cannot express with symbolic arguments: fall back."""
+
+
+# ----------------------------------------------------------------------------- literals
+
+
+def literal(v: Any) -> str:
+    """A value as Python source, in the form `ruff format` leaves alone. Never raw text."""
+    if isinstance(v, Sym):
+        return v.src
+    if v is None or isinstance(v, bool):
+        return repr(v)
+    if isinstance(v, int):
+        return repr(v)
+    if isinstance(v, float):
+        if v != v or v in (float("inf"), float("-inf")):
+            raise ValueError(f"no literal for {v!r}")
+        return repr(v).replace("e+", "e")  # ruff writes 1e16, not 1e+16
+    if isinstance(v, str):
+        return string_literal(v)
+    if isinstance(v, Word):  # a flag word passed to a block function: its name, a string
+        return string_literal(v.name)
+    if isinstance(v, tuple):
+        items = [literal(x) for x in v]
+        return "(" + ", ".join(items) + ("," if len(items) == 1 else "") + ")"
+    if isinstance(v, list):
+        return "[" + ", ".join(literal(x) for x in v) + "]"
+    raise TypeError(f"no literal for {type(v).__name__}")
+
+
+def string_literal(s: str) -> str:
+    """repr(s), with double quotes as ruff prefers them (when that needs no more escapes)."""
+    r = repr(s)
+    if r.startswith("'") and '"' not in s:
+        r = '"' + r[1:-1].replace("\\'", "'") + '"'
+    return r
+
+
+def identifier(name: str, taken: set[str] = frozenset()) -> str:  # type: ignore[assignment]
+    """A .cnn NAME as a Python identifier: validated, renamed with `_` when it clashes."""
+    if not NAME_RE.match(name):
+        raise ValueError(f"not a NAME: {name!r}")
+    out = name
+    while (keyword.iskeyword(out) or keyword.issoftkeyword(out) or hasattr(builtins, out)
+           or out in _RESERVED or _INTERNAL.match(out) or out in taken):
+        out += "_"
+    return out
+
+
+# ----------------------------------------------------------------------------- symbolic values
+
+_ADD, _MUL, _UNARY, _ATOM = 1, 2, 3, 4
+_PREC = {"+": _ADD, "-": _ADD, "*": _MUL, "/": _MUL, "//": _MUL}
+
+
+class Sym(Symbolic):
+    """A number known only when the generated code runs: `growth`, `inputs.shape[-1]`.
+
+    Arithmetic builds Python source; comparisons say "different" (so a symbolic argument
+    is always written out); anything that needs the value itself is Unsupported.
+    """
+
+    def __init__(self, src: str, prec: int = _ATOM, kind: str = "number") -> None:
+        self.src, self.prec = src, prec
+        self.kind = kind  # number, size (a number or a tuple of them), word (a string)
+
+    def __repr__(self) -> str:
+        return f"Sym({self.src!r})"
+
+    @staticmethod
+    def _src(v: Any, prec: int) -> str:
+        if isinstance(v, Sym):
+            if v.kind != "number":
+                raise Unsupported(f"arithmetic on the {v.kind} {v.src}")
+            return v.src if v.prec >= prec else f"({v.src})"
+        if isinstance(v, int | float) and not isinstance(v, bool):
+            text = literal(v)
+            return text if v >= 0 or prec <= _UNARY else f"({text})"
+        raise Unsupported(f"arithmetic on {v!r}")
+
+    def _bin(self, op: str, a: Any, b: Any) -> Sym:
+        p = _PREC[op]
+        return Sym(f"{self._src(a, p)} {op} {self._src(b, p + 1)}", p)
+
+    def __add__(self, o: Any) -> Sym:
+        return self if o == 0 and not isinstance(o, Sym) else self._bin("+", self, o)
+
+    def __radd__(self, o: Any) -> Sym:
+        return self if o == 0 else self._bin("+", o, self)
+
+    def __sub__(self, o: Any) -> Sym:
+        return self._bin("-", self, o)
+
+    def __rsub__(self, o: Any) -> Sym:
+        return self._bin("-", o, self)
+
+    def __mul__(self, o: Any) -> Sym:
+        return self._bin("*", self, o)
+
+    def __rmul__(self, o: Any) -> Sym:
+        return self._bin("*", o, self)
+
+    def __floordiv__(self, o: Any) -> Sym:
+        return self._bin("//", self, o)
+
+    def __rfloordiv__(self, o: Any) -> Sym:
+        return self._bin("//", o, self)
+
+    def __truediv__(self, o: Any) -> Sym:
+        return self._bin("/", self, o)
+
+    def __rtruediv__(self, o: Any) -> Sym:
+        return self._bin("/", o, self)
+
+    def __neg__(self) -> Sym:
+        return Sym(f"-{self._src(self, _UNARY)}", _UNARY)
+
+    def __eq__(self, o: object) -> bool:
+        return False
+
+    def __ne__(self, o: object) -> bool:
+        return True
+
+    __hash__ = object.__hash__
+
+    def __bool__(self) -> bool:
+        raise Unsupported(f"the truth of {self.src}")
+
+    def __iter__(self):
+        raise Unsupported(f"the items of {self.src}")
+
+    def __lt__(self, o: Any) -> bool:
+        raise Unsupported(f"comparing {self.src}")
+
+    __le__ = __gt__ = __ge__ = __lt__
+
+
+class _SymShape:
+    """The shape of a tensor variable, read by `in.h`, `in.w`, `in.c`."""
+
+    def __init__(self, var: str) -> None:
+        self.var = var
+
+    def __len__(self) -> int:
+        return 3
+
+    def __getitem__(self, axis: int) -> Sym:
+        return Sym(f"{self.var}.shape[{axis + 1 if axis >= 0 else axis}]")
+
+
+def _plus(a: Any, b: Any) -> Any:
+    """a + b, folding zeros (counters: `i + 1`, not `0 + i + 1`)."""
+    if not isinstance(a, Sym) and a == 0:
+        return b
+    return a + b
+
+
+# ----------------------------------------------------------------------------- names
+
+
+@dataclass
+class _Name:
+    """A layer or scope name: literal pieces and Python expressions, joined as an f-string."""
+
+    parts: tuple[str | Sym, ...]
+
+    def child(self, *parts: str | Sym) -> _Name:
+        sep: tuple[str | Sym, ...] = (".",) if self.parts else ()
+        return _Name(self.parts + sep + parts)
+
+    def render(self) -> str:
+        if all(isinstance(p, str) for p in self.parts):
+            return string_literal("".join(self.parts))  # type: ignore[arg-type]
+        out = []
+        for p in self.parts:
+            if isinstance(p, Sym):
+                out.append("{" + p.src + "}")
+            else:
+                if not re.fullmatch(r"[A-Za-z0-9_.]*", p):
+                    raise ValueError(f"unsafe name piece {p!r}")
+                out.append(p)
+        return 'f"' + "".join(out) + '"'
+
+
+@dataclass
+class _Scope:
+    """Where names are made: the elaborator's per-scope counters, replayed."""
+
+    name: _Name
+    counters: dict[str, Any] = field(default_factory=dict)
+    claimed: set[str] = field(default_factory=set)
+    symbolic: bool = False  # some counter depends on a parameter
+
+    def fresh(self, base: str) -> _Name:
+        c = self.counters.get(base, 0)
+        if isinstance(c, Sym):
+            if any(re.fullmatch(re.escape(base) + r"_\d+", n) for n in self.claimed):
+                raise Unsupported(f"`{base}_N` names next to a symbolic count")
+            c = c + 1
+            self.counters[base] = c
+            return self.name.child(f"{base}_", c)
+        while True:
+            c += 1
+            if f"{base}_{c}" not in self.claimed:
+                break
+        self.counters[base] = c
+        self.claimed.add(f"{base}_{c}")
+        return self.name.child(f"{base}_{c}")
+
+    def claim(self, local: str) -> _Name:
+        self.claimed.add(local)
+        return self.name.child(local)
+
+    def collides(self, base: str, count: Any) -> bool:
+        """Would `count` names `base_N` from the counter on skip a name already taken?"""
+        c = self.counters.get(base, 0)
+        if isinstance(c, Sym) or isinstance(count, Sym):
+            return False  # advance() refuses those
+        return bool({f"{base}_{c + k}" for k in range(1, count + 1)} & self.claimed)
+
+    def advance(self, base: str, count: Any) -> Any:
+        """Reserve `count` names `base_N` for a loop; the first N minus one."""
+        c = self.counters.get(base, 0)
+        if isinstance(c, Sym) or isinstance(count, Sym):
+            if any(re.fullmatch(re.escape(base) + r"_\d+", n) for n in self.claimed):
+                raise Unsupported(f"`{base}_N` names next to a symbolic count")
+        else:
+            taken = {f"{base}_{c + k}" for k in range(1, count + 1)} & self.claimed
+            if taken:
+                raise Unsupported(f"`{sorted(taken)[0]}` is taken inside a loop's names")
+            self.claimed |= {f"{base}_{c + k}" for k in range(1, count + 1)}
+        self.counters[base] = _plus(c, count)
+        return c
+
+
+# ----------------------------------------------------------------------------- code emission
+
+
+def _fits(indent: int, text: str) -> bool:
+    return len(INDENT) * indent + len(text) <= LINE_LENGTH
+
+
+def call_lines(head: str, args: list[str], tail: str, indent: int) -> list[str]:
+    """`head(args)tail` on one line when it fits, else one argument a line with a trailing
+    comma (ruff keeps that form as it is)."""
+    one = f"{head}({', '.join(args)}){tail}"
+    if _fits(indent, one) or not args:
+        return [one]
+    return [f"{head}(", *(f"{INDENT}{a}," for a in args), f"){tail}"]
+
+
+@dataclass
+class _Function:
+    name: str
+    params: list[str]
+    doc: str
+    lines: list[str]
+
+
+def _reads_in(stmts: tuple[ast.Stmt, ...]) -> bool:
+    """Does a body read its own block's input (`in.c`) -- outside nested blocks' bodies."""
+    def expr(e: Any) -> bool:
+        match e:
+            case ast.Attr(obj=obj):
+                return obj.id == "in"
+            case ast.Name(id=n):
+                return n == "in"
+            case ast.Tuple(items=items):
+                return any(expr(i) for i in items)
+            case ast.Neg(operand=o):
+                return expr(o)
+            case ast.BinOp(left=a, right=b):
+                return expr(a) or expr(b)
+        return False
+
+    for s in stmts:
+        if any(expr(a.value) for a in s.args):
+            return True
+        if s.brace and (_reads_in(s.brace.body) or any(_reads_in(p.body) for p in s.brace.paths)):
+            return True
+    return False
+
+
+class _Recorder(_Elaborator):
+    """The elaborator, noting each block instance's arguments (to choose which blocks can be
+    functions of numbers)."""
+
+    def __init__(self, program: ast.Program) -> None:
+        super().__init__(program)
+        self.instances: dict[str, list[dict[str, Any]]] = defaultdict(list)
+
+    def _bind_call(self, block: ast.BlockDef, stmt: ast.Stmt, env: dict[str, Any],
+                   current: int | None) -> dict[str, Any]:
+        inner = super()._bind_call(block, stmt, env, current)
+        self.instances[block.name.id].append(inner)
+        return inner
+
+
+def _numeric(v: Any) -> bool:
+    return isinstance(v, Deferred) or (isinstance(v, int | float) and not isinstance(v, bool))
+
+
+def _param_kind(values: list[Any]) -> str | None:
+    """What a parameter holds at every call: number, size (numbers or tuples of them) or
+    word (flag words such as `same`, passed as strings); None when it varies otherwise."""
+    if all(_numeric(v) for v in values):
+        return "number"
+    if all(_numeric(v) or (isinstance(v, tuple) and v and all(_numeric(x) for x in v))
+           for v in values):
+        return "size"
+    if all(isinstance(v, Word) for v in values):
+        return "word"
+    return None
+
+
+def _literal_default(v: Any) -> bool:
+    return (_numeric(v) and not isinstance(v, Deferred)) or isinstance(v, Word) or (
+        isinstance(v, tuple) and bool(v) and all(_numeric(x) for x in v))
+
+
+class _Emitter:
+    """Walks the AST again, with the elaborator's binding, and writes Python lines."""
+
+    def __init__(self, program: ast.Program, network: ast.Network,
+                 functions: dict[str, dict[str, str]]) -> None:
+        self.program = program
+        self.network = network
+        self.binder = _Elaborator(program)
+        self.blocks = {b.name.id: b for b in program.blocks}
+        self.functions = functions  # the blocks written as functions: their params' kinds
+        self.fn_names = {}
+        taken: set[str] = set()
+        for b in program.blocks:
+            if b.name.id in functions:
+                self.fn_names[b.name.id] = identifier(b.name.id, taken)
+                taken.add(self.fn_names[b.name.id])
+        self.lines: list[str] = []
+        self.indent = 1
+        self.tensors: list[str] = []  # TensorRef(k).node -> variable name
+        self.n_vars = 0
+        self.loop_depth = 0
+
+    # ---- helpers
+
+    def emit(self, *lines: str) -> None:
+        self.lines += [INDENT * self.indent + line for line in lines]
+
+    def new_var(self) -> str:
+        self.n_vars += 1
+        return f"x{self.n_vars}"
+
+    def tensor_ref(self, var: str) -> TensorRef:
+        self.tensors.append(var)
+        return TensorRef(len(self.tensors) - 1)
+
+    def resolve(self, v: Any) -> Any:
+        """A Deferred (`in.c // 2`) as a Sym over the tensor's `.shape`."""
+        if isinstance(v, Deferred):
+            return evaluate(v.expr, v.env,
+                            lambda node: _SymShape(self.tensors[node]) if node is not None
+                            else None)
+        if isinstance(v, tuple):
+            return tuple(self.resolve(x) for x in v)
+        return v
+
+    def loop_var(self) -> str:
+        self.loop_depth += 1
+        return "ijk"[self.loop_depth - 1] if self.loop_depth <= 3 else f"i{self.loop_depth}"
+
+    # ---- statements
+
+    def body(self, stmts: tuple[ast.Stmt, ...], env: dict[str, Any], scope: _Scope,
+             current: str, chain: str) -> str:
+        for stmt in stmts:
+            current = self.stmt(stmt, env, scope, current, chain)
+        return current
+
+    def stmt(self, stmt: ast.Stmt, env: dict[str, Any], scope: _Scope, current: str,
+             chain: str) -> str:
+        if stmt.is_call:
+            return self.call(stmt, env, scope, current, chain)
+        if stmt.op.id == "repeat":
+            return self.repeat(stmt, env, scope, current, chain)
+        op = OPS[stmt.op.id]
+        args = self.bind(op, stmt, env)
+        inputs = [current]
+        if op.arity == "merge":
+            assert stmt.brace is not None
+            inputs = []
+            for path in stmt.brace.paths:
+                inputs.append(self.body(path.body, env, scope, current, self.new_var()))
+        if op.arity == "source":
+            name = scope.claim(stmt.alias.id if stmt.alias else "input")
+        elif stmt.alias:
+            name = scope.claim(stmt.alias.id)
+        else:
+            name = scope.fresh(op.name)
+        return self.layers(op, args, name, inputs, chain)
+
+    def bind(self, op: Op, stmt: ast.Stmt, env: dict[str, Any]) -> dict[str, Any]:
+        for arg in stmt.args:  # a flag word must be known to be bound as one
+            if isinstance(arg, ast.Positional):
+                v = evaluate(arg.value, env)
+                if isinstance(v, Sym) and v.kind == "word":
+                    raise Unsupported(f"the word parameter {v.src} written positionally")
+        try:
+            values, _ = self.binder.bind(op, stmt, env)
+        except CnnError as err:  # checked concretely; symbolically it binds otherwise
+            raise Unsupported(err.message) from err
+        out = {}
+        for spec in op.args:
+            v = self.resolve(values[spec.name])
+            if is_symbolic(v):
+                v = _normalise(spec.kind, v)
+            out[spec.name] = v
+        return out
+
+    def layers(self, op: Op, args: dict[str, Any], name: _Name, inputs: list[str],
+               chain: str) -> str:
+        specs = op.to_keras(args)
+        if op.arity == "source":
+            spec = specs[0]
+            kwargs = [*_kwargs(spec), f"name={_suffixed(name, spec.suffix)}"]
+            self.emit(*call_lines("inputs = keras.Input", kwargs, "", self.indent))
+            return "inputs"
+        x = f"[{', '.join(inputs)}]" if op.arity == "merge" else inputs[0]
+        for spec in specs:
+            self.emit(*call_lines(f"{chain} = {_layer_class(spec)}",
+                                  [*_kwargs(spec), f"name={_suffixed(name, spec.suffix)}"],
+                                  f"({x})", self.indent))
+            x = chain
+        return chain
+
+    # ---- blocks
+
+    def call(self, stmt: ast.Stmt, env: dict[str, Any], scope: _Scope, current: str,
+             chain: str, name: _Name | None = None) -> str:
+        block = self.blocks[stmt.op.id]
+        if name is None:
+            name = scope.claim(stmt.alias.id) if stmt.alias else scope.fresh(block.name.id)
+        if block.name.id in self.functions:
+            return self.function_call(block, stmt, env, name, current, chain)
+        # Expanded in place: the block's body, with its arguments bound.
+        if _reads_in(block.body) and current == chain:
+            saved = self.new_var()
+            self.emit(f"{saved} = {current}")
+            current = saved
+        ref = self.tensor_ref(current)
+        try:
+            inner = self.binder._bind_call(block, stmt, env, ref.node)
+        except CnnError as err:
+            raise Unsupported(err.message) from err
+        inner = {k: self.resolve(v) for k, v in inner.items()}
+        self.emit(f"# block `{block.name.id}`, expanded in place")
+        return self.body(block.body, inner, _Scope(name), current, chain)
+
+    def function_call(self, block: ast.BlockDef, stmt: ast.Stmt, env: dict[str, Any],
+                      name: _Name, current: str, chain: str) -> str:
+        params = _param_names(block, self.fn_names)
+        args = []
+        for arg in stmt.args:
+            v = self.resolve(evaluate(arg.value, env))
+            if isinstance(arg, ast.Keyword):
+                args.append(f"{params[arg.name.id]}={literal(v)}")
+            else:
+                args.append(literal(v))
+        args.append(f"name={name.render()}")
+        self.emit(*call_lines(f"{chain} = {self.fn_names[block.name.id]}",
+                              [current, *args], "", self.indent))
+        return chain
+
+    def repeat(self, stmt: ast.Stmt, env: dict[str, Any], scope: _Scope, current: str,
+               chain: str) -> str:
+        count = self.resolve(evaluate(stmt.args[0].value, env))
+        assert stmt.brace is not None
+        body = stmt.brace.body
+        own_scope = stmt.alias is not None or not (len(body) == 1 and body[0].is_call
+                                                   and body[0].alias is None)
+        base = (stmt.alias.id if stmt.alias else "repeat") if own_scope else body[0].op.id
+        if not _makes_layers(body, self.blocks):
+            count = 1  # the elaborator stops after a repetition that makes nothing
+        if not isinstance(count, Sym) and (count == 1 or scope.collides(base, count)):
+            # Unrolled: once, or around a name taken by hand (`as repeat_2`), as the
+            # elaborator skips it
+            for _ in range(count):
+                name = scope.fresh(base)
+                current = self._repetition(body, env, scope, name, own_scope, current, chain)
+            return current
+        if self.loop_depth >= MAX_LOOP_DEPTH:  # Python allows 20 nested blocks
+            raise Unsupported("repeats nested too deeply for Python's loops")
+        if current != chain:
+            self.emit(f"{chain} = {current}")
+        start = scope.advance(base, count)
+        var = self.loop_var()
+        self.emit(f"for {var} in range({literal(count)}):")
+        self.indent += 1
+        index = Sym(var) + (start + 1) if not isinstance(start, Sym) else start + Sym(var) + 1
+        name = scope.name.child(f"{base}_", index)
+        self._repetition(body, env, scope, name, own_scope, chain, chain)
+        self.indent -= 1
+        self.loop_depth -= 1
+        return chain
+
+    def _repetition(self, body: tuple[ast.Stmt, ...], env: dict[str, Any], scope: _Scope,
+                    name: _Name, own_scope: bool, current: str, chain: str) -> str:
+        if own_scope:
+            return self.body(body, env, _Scope(name), current, chain)
+        return self.call(body[0], env, scope, current, chain, name)
+
+    # ---- a block's function
+
+    def function(self, block: ast.BlockDef) -> _Function:
+        self.lines, self.indent, self.tensors, self.n_vars = [], 1, [], 0
+        params = _param_names(block, self.fn_names)
+        env: dict[str, Any] = {"in": self.tensor_ref("inputs")}
+        signature = ["inputs"]
+        defaults = []
+        seen_default = False
+        for p in block.params:
+            py = params[p.name.id]
+            if p.default is None:
+                if seen_default:
+                    raise Unsupported("a parameter without a default after one with")
+                signature.append(py)
+            else:
+                seen_default = True
+                # evaluated as the elaborator does: earlier parameters and `in` bound
+                value = self.resolve(evaluate(p.default, env))
+                if _literal_default(value):
+                    signature.append(f"{py}={literal(value)}")
+                else:  # computed from earlier parameters or the input's shape
+                    signature.append(f"{py}=None")
+                    defaults.append((py, value))
+            env[p.name.id] = Sym(py, kind=self.functions[block.name.id][p.name.id])
+        signature += ["*", "name"]
+        for py, default in defaults:
+            self.emit(f"if {py} is None:")
+            self.emit(f"{INDENT}{py} = {literal(default)}")
+        out = self.body(block.body, env, _Scope(_Name((Sym("name"),))), "inputs", "x")
+        self.emit(f"return {out}")
+        doc = f'"""Block `{block.name.id}`: its layers are named under `name`."""'
+        return _Function(self.fn_names[block.name.id], signature, doc, self.lines)
+
+    def build_model(self) -> tuple[list[str], str]:
+        """The body of `build_model()`, and "Sequential" or "Functional"."""
+        self.lines, self.indent, self.tensors, self.n_vars = [], 1, [], 0
+        model_name = string_literal(_model_name(self.network.name.id))
+        items = self.sequential()
+        if items is not None:
+            self.lines = []
+            self.emit("return keras.Sequential(", f"{INDENT}[")
+            for item in items:
+                self.lines += [INDENT * 3 + line for line in item]
+            self.emit(f"{INDENT}],", f"{INDENT}name={model_name},", ")")
+            return self.lines, "Sequential"
+        self.lines, self.indent, self.tensors, self.n_vars = [], 1, [], 0
+        scope = _Scope(_Name(()))
+        env = {"in": self.tensor_ref("inputs")}
+        out = self.body(self.network.body, env, scope, "", "x")
+        self.emit(f"return keras.Model(inputs, {out}, name={model_name})")
+        return self.lines, "Functional"
+
+    def sequential(self) -> list[list[str]] | None:
+        """The layers of a plain chain, each as the lines of its constructor; else None."""
+        body = self.network.body
+        if any(s.is_call or s.op.id == "repeat" or OPS[s.op.id].arity == "merge"
+               for s in body):
+            return None
+        scope = _Scope(_Name(()))
+        env = {"in": self.tensor_ref("inputs")}
+        items = []
+        for stmt in body:
+            op = OPS[stmt.op.id]
+            args = self.bind(op, stmt, env)
+            if any(is_symbolic(v) for v in args.values()):
+                return None  # reads `in.c`: needs a tensor
+            if op.arity == "source":
+                name = scope.claim(stmt.alias.id if stmt.alias else "input")
+            else:
+                name = scope.claim(stmt.alias.id) if stmt.alias else scope.fresh(op.name)
+            for spec in op.to_keras(args):
+                head = "keras.Input" if op.arity == "source" else _layer_class(spec)
+                items.append(call_lines(head, [*_kwargs(spec),
+                                               f"name={_suffixed(name, spec.suffix)}"],
+                                        ",", 3))
+        return items
+
+
+def _model_name(network: str) -> str:
+    """As the runtime names it (cnndsl.runtime._model_name)."""
+    return network if network.isidentifier() else "model"
+
+
+# ----------------------------------------------------------------------------- fallback: flat
+
+
+def flat_body(analysis: Analysis) -> list[str]:
+    """`build_model()` layer by layer from the checked graph: exact, if not short."""
+    lines = []
+    var = {}
+    graph = analysis.graph
+    for layer in analysis.layers:
+        node = layer.node
+        specs = node.op.to_keras(node.args)
+        name = _Name(tuple(node.keras_name.split(".")[:1]) + tuple(
+            p for part in node.keras_name.split(".")[1:] for p in (".", part)))
+        if node.op.arity == "source":
+            args = [*_kwargs(specs[0]), f"name={_suffixed(name, specs[0].suffix)}"]
+            lines += call_lines("inputs = keras.Input", args, "", 1)
+            var[node.id] = "inputs"
+            continue
+        ins = [var[i] for i in node.inputs]  # type: ignore[index]
+        x = f"[{', '.join(ins)}]" if node.op.arity == "merge" else ins[0]
+        out = f"x{node.id}"
+        for spec in specs:
+            args = [*_kwargs(spec), f"name={_suffixed(name, spec.suffix)}"]
+            lines += call_lines(f"{out} = {_layer_class(spec)}", args, f"({x})", 1)
+            x = out
+        var[node.id] = out
+    model_name = string_literal(_model_name(graph.network))
+    lines.append(f"return keras.Model(inputs, {var[graph.output]}, name={model_name})")
+    return [INDENT + line for line in lines]
+
+
+# ----------------------------------------------------------------------------- the module
+
+
+@dataclass
+class Module:
+    """What the template renders."""
+
+    header: list[str]
+    network: str
+    functions: list[_Function]
+    build_lines: list[str]
+    kind: str  # Sequential, Functional or flat
+    compile_lines: list[str]
+    expanded: list[str]  # blocks expanded in place instead of being functions
+
+    @property
+    def note(self) -> list[str]:
+        """Comment lines saying which blocks are not functions, and why."""
+        if self.kind == "flat":
+            text = ("Written layer by layer from the checked graph: the blocks could not "
+                    "be written as functions of their parameters.")
+        elif self.expanded:
+            text = ("Expanded in place, as a parameter is not a number, a size or a flag "
+                    "word at every call: " + ", ".join(f"`{b}`" for b in self.expanded) + ".")
+        else:
+            return []
+        return [f"{INDENT}# {line}" for line in textwrap.wrap(text, LINE_LENGTH - 6)]
+
+
+def plan(program: ast.Program, network: ast.Network, analysis: Analysis, filename: str,
+         train: Any = None, force_flat: bool = False) -> Module:
+    """Everything the module holds, as lines of code."""
+    recorder = _Recorder(program)
+    try:
+        recorder.network(network)
+    except RecursionError:  # nested too deeply for functions: write the graph out
+        force_flat = True
+    functions: dict[str, dict[str, str]] = {}
+    for b in program.blocks:
+        instances = recorder.instances.get(b.name.id)
+        if not instances:
+            continue  # not used by this network: nothing checked it
+        kinds = {p.name.id: _param_kind([env[p.name.id] for env in instances])
+                 for p in b.params}
+        if all(kinds.values()):
+            functions[b.name.id] = kinds  # type: ignore[assignment]
+    fns: list[_Function] = []
+    while not force_flat:
+        emitter = _Emitter(program, network, functions)
+        fns, failed = [], None
+        try:
+            for b in program.blocks:
+                if b.name.id in functions:
+                    failed = b.name.id
+                    fns.append(emitter.function(b))
+            failed = None
+            build_lines, kind = emitter.build_model()
+            break
+        except Unsupported:
+            if failed is None:
+                force_flat = True
+            else:
+                del functions[failed]
+        except RecursionError:
+            force_flat = True
+    if force_flat:
+        fns, build_lines, kind = [], flat_body(analysis), "flat"
+    used = set(recorder.instances)
+    expanded = sorted(used - {f for f in functions}) if kind != "flat" else sorted(used)
+    return Module(_header(analysis, filename, network.name.id), network.name.id, fns,
+                  build_lines, kind, _compile_lines(train), expanded)
+
+
+def _header(analysis: Analysis, filename: str, network: str) -> list[str]:
+    t = analysis.totals
+    shape = literal((None, *analysis.output_shape)) if analysis.output_shape else "?"
+    return [
+        f"# Generated by cnndsl {__version__} (`cnndsl build`) from the network `{network}`",
+        f"# of {literal(filename)}.",
+        "# Edit the .cnn file and build again rather than this file.",
+        "# Expected, as `cnndsl check` reports it:",
+        f"#   params {t.params:,} (trainable {t.trainable:,}, non-trainable "
+        f"{t.non_trainable:,})",
+        f"#   MACs {t.macs:,}; output shape {shape}",
+    ]
+
+
+def _compile_lines(config: Any) -> list[str]:
+    """`model.compile(...)` with the train section's optimizer, loss and metrics."""
+    if config is None:
+        return []
+    from cnndsl.train import METRIC_CLASSES, OPTIMIZER_CLASSES
+
+    cls = OPTIMIZER_CLASSES[config.optimizer]
+    if not NAME_RE.match(cls):
+        raise ValueError(cls)
+    options = [f"{identifier_key(k)}={literal(v)}" for k, v in config.optimizer_options.items()]
+    optimizer = f"keras.optimizers.{cls}({', '.join(options)})"
+    metrics = [f"keras.metrics.{METRIC_CLASSES[m]}()" if m in METRIC_CLASSES else literal(m)
+               for m in config.metrics]
+    args = [f"optimizer={optimizer}", f"loss={literal(config.loss)}",
+            f"metrics=[{', '.join(metrics)}]"]
+    return [INDENT + line for line in call_lines("model.compile", args, "", 1)]
+
+
+def identifier_key(key: str) -> str:
+    if not NAME_RE.match(key) or keyword.iskeyword(key):
+        raise ValueError(f"not a keyword argument: {key!r}")
+    return key
+
+
+def render(module: Module) -> str:
+    """The module's text, from templates/module.py.j2."""
+    import jinja2
+
+    from cnndsl.resources import resource_dir
+
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(resource_dir("templates"))),
+        autoescape=False,  # Python, not HTML: every value is already a Python literal
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        undefined=jinja2.StrictUndefined,
+    )
+    functions = [{"signature": call_lines(f"def {f.name}", f.params, ":", 0),
+                  "doc": INDENT + f.doc, "body": f.lines} for f in module.functions]
+    return env.get_template("module.py.j2").render(m=module, functions=functions)
+
+
+def generate(source: str, filename: str, network: str | None = None,
+             force_flat: bool = False) -> tuple[str | None, list[Diagnostic]]:
+    """The module for an error-free file, or None and the diagnostics (as `check` has them,
+    plus the `train` section's)."""
+    from cnndsl.parser import parse
+    from cnndsl.pipeline import _choose, analyse
+    from cnndsl.train_config import validate_train
+
+    result = analyse(source, network)
+    diagnostics = list(result.diagnostics)
+    config = None
+    if result.analysis is not None:
+        config, train_diagnostics = validate_train(result.analysis.graph.train)
+        diagnostics = sorted(diagnostics + train_diagnostics, key=sort_key)
+        if not result.analysis.graph.train:
+            config = None
+    if has_errors(diagnostics) or result.analysis is None:
+        return None, diagnostics
+    program, _ = parse(source)
+    assert program is not None
+    module = plan(program, _choose(program, network), result.analysis, filename, config,
+                  force_flat)
+    return render(module), diagnostics
+
+
+# ----------------------------------------------------------------------------- the command
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write to a temporary file beside `path`, then rename it into place."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def build_command(file: Path, out: str | None, network: str | None) -> int:
+    """`cnndsl build FILE [-o OUT.py | -o -] [--network NAME]`: 0 built, 1 the file has
+    errors (nothing written), 2 usage errors."""
+    from cnndsl.cli import EXIT_ERRORS, EXIT_USAGE, _summary, colour_for, read_source
+    from cnndsl.diagnostics import Renderer
+    from cnndsl.pipeline import NetworkChoiceError
+
+    target = None if out == "-" else Path(out) if out else file.with_suffix(".py")
+    if target is not None and (target.suffix != ".py" or _same_file(target, file)):
+        why = "would overwrite the input" if _same_file(target, file) else "must end in .py"
+        print(f"error: the output `{target}` {why}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        source = read_source(file)
+    except SystemExit as exit_:  # read_source has printed its one-line error
+        return int(exit_.code) if isinstance(exit_.code, int) else EXIT_USAGE
+    try:
+        code, diagnostics = generate(source, str(file), network)
+    except NetworkChoiceError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    renderer = Renderer(str(file), source, colour_for(sys.stderr))
+    for d in diagnostics:
+        print(renderer.render(d) + "\n", file=sys.stderr)
+    summary = _summary(diagnostics, str(file))
+    if summary:
+        print(summary, file=sys.stderr)
+    if code is None:
+        return EXIT_ERRORS
+    if target is None:
+        sys.stdout.write(code)
+        return 0
+    try:
+        write_atomic(target, code)
+    except OSError as err:
+        print(f"error: cannot write `{target}`: {err.strerror or err}", file=sys.stderr)
+        return EXIT_USAGE
+    print(f"wrote {target}", file=sys.stderr)
+    return 0
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve()
+    except OSError:
+        return False
+
+
+def _normalise(kind: str, v: Any) -> Any:
+    """A symbolic argument in the form `convert` gives a known one: 3 -> (3, 3). A `size`
+    parameter (a number or a tuple) stays as it is: Keras reads both as the .cnn file does."""
+    if isinstance(v, tuple):
+        flat = [x for x in v for x in (x if isinstance(x, tuple) else (x,))]
+        if any(isinstance(x, Sym) and x.kind != "number" for x in flat):
+            raise Unsupported("a size or word inside a tuple")
+    sym = v if isinstance(v, Sym) else None
+    if sym is not None and sym.kind == "word":
+        if kind in ("padding", "activation"):
+            return v
+        raise Unsupported(f"a word parameter as a {kind}")
+    if kind == "size2":
+        return (v, v) if sym is not None and sym.kind == "number" else v
+    if kind == "pad":
+        if sym is not None:
+            return ((v, v), (v, v)) if sym.kind == "number" else v
+        if isinstance(v, tuple) and len(v) == 2 and not any(isinstance(x, tuple) for x in v):
+            return ((v[0], v[0]), (v[1], v[1]))
+        return v
+    if kind == "shape":
+        return (v,) if sym is not None and sym.kind == "number" else v
+    if kind in ("count", "int", "float", "rate"):
+        if isinstance(v, tuple) or (sym is not None and sym.kind != "number"):
+            raise Unsupported("a size where a number goes")
+        return v
+    raise Unsupported(f"a symbolic {kind}")
+
+
+def _makes_layers(stmts: tuple[ast.Stmt, ...], blocks: dict[str, ast.BlockDef],
+                  seen: frozenset[str] = frozenset()) -> bool:
+    for s in stmts:
+        if not s.is_call:
+            return True
+        b = blocks.get(s.op.id)
+        if b is not None and b.name.id not in seen and _makes_layers(b.body, blocks,
+                                                                    seen | {b.name.id}):
+            return True
+    return False
+
+
+def _param_names(block: ast.BlockDef, fn_names: dict[str, str]) -> dict[str, str]:
+    taken = set(fn_names.values())
+    out = {}
+    for p in block.params:
+        out[p.name.id] = identifier(p.name.id, taken)
+        taken.add(out[p.name.id])
+    return out
+
+
+def _layer_class(spec: KerasLayer) -> str:
+    if not NAME_RE.match(spec.cls):
+        raise ValueError(f"not a Keras class name: {spec.cls!r}")
+    return f"layers.{spec.cls}"
+
+
+def _kwargs(spec: KerasLayer) -> list[str]:
+    out = []
+    for key, value in spec.kwargs.items():
+        if not NAME_RE.match(key) or keyword.iskeyword(key):
+            raise ValueError(f"not a keyword argument: {key!r}")
+        out.append(f"{key}={literal(value)}")
+    return out
+
+
+def _suffixed(name: _Name, suffix: str) -> str:
+    return _Name((*name.parts, suffix)).render() if suffix else name.render()

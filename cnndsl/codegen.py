@@ -38,7 +38,7 @@ from typing import Any
 
 from cnndsl import __version__, ast
 from cnndsl.diagnostics import CnnError, Diagnostic, has_errors, sort_key
-from cnndsl.elaborate import _Elaborator
+from cnndsl.elaborate import Elaborator
 from cnndsl.infer import Analysis
 from cnndsl.ops import OPS
 from cnndsl.ops.base import KerasLayer, Op
@@ -337,7 +337,7 @@ def _reads_in(stmts: tuple[ast.Stmt, ...]) -> bool:
     return False
 
 
-class _Recorder(_Elaborator):
+class _Recorder(Elaborator):
     """The elaborator, noting each block instance's arguments (to choose which blocks can be
     functions of numbers)."""
 
@@ -381,7 +381,7 @@ class _Emitter:
                  functions: dict[str, dict[str, str]]) -> None:
         self.program = program
         self.network = network
-        self.binder = _Elaborator(program)
+        self.binder = Elaborator(program)
         self.blocks = {b.name.id: b for b in program.blocks}
         self.functions = functions  # the blocks written as functions: their params' kinds
         self.fn_names = {}

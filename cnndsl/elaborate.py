@@ -23,7 +23,7 @@ class _TooBig(Exception):
 # ----------------------------------------------------------------------------- elaboration
 
 
-class _Elaborator:
+class Elaborator:
     def __init__(self, program: ast.Program) -> None:
         self.diagnostics: list[Diagnostic] = []
         self.blocks: dict[str, ast.BlockDef] = {}
@@ -384,7 +384,7 @@ def _train(program: ast.Program, diagnostics: list[Diagnostic]) -> list[TrainEnt
 
 def elaborate(program: ast.Program, network: ast.Network) -> tuple[Graph, list[Diagnostic]]:
     """Expand one network of a program into a graph; errors are collected, not raised."""
-    e = _Elaborator(program)
+    e = Elaborator(program)
     try:
         output = e.network(network)
     except _TooBig as err:

@@ -177,6 +177,70 @@ def draw(
     return draw_command(file, output, network, rankdir, collapse, depth, fmt)
 
 
+@app.command()
+def train(
+    file: Annotated[Path | None, typer.Argument(
+        help="The .cnn file (leave out with --resume).", show_default=False,
+        metavar="FILE")] = None,
+    network: NetworkOpt = None,
+    out: Annotated[Path | None, typer.Option(
+        "--out", "-o", metavar="DIR", help="The run folder [default: runs/NETWORK-TIME/].",
+        show_default=False)] = None,
+    resume: Annotated[Path | None, typer.Option(
+        "--resume", metavar="DIR", help="Continue an interrupted run from its last epoch.",
+        show_default=False)] = None,
+    data: Annotated[Path | None, typer.Option(
+        "--data", metavar="PATH",
+        help="An .npz (x_train, y_train, x_test, y_test; or x, y) or a folder of MNIST-style "
+             "IDX files, gzipped or not.", show_default=False)] = None,
+    dataset: Annotated[str | None, typer.Option(
+        "--dataset", help="mnist, fashion_mnist or cifar10 (keras.datasets).")] = None,
+    epochs: Annotated[int | None, typer.Option("--epochs", help="Epochs to train.")] = None,
+    batch: Annotated[int | None, typer.Option("--batch", help="Batch size.")] = None,
+    lr: Annotated[float | None, typer.Option("--lr", help="Learning rate.")] = None,
+    optimizer: Annotated[str | None, typer.Option(
+        "--optimizer", help="adam, sgd, rmsprop, ...")] = None,
+    loss: Annotated[str | None, typer.Option("--loss", help="The loss.")] = None,
+    metrics: Annotated[str | None, typer.Option(
+        "--metrics", help="Comma-separated: accuracy,...")] = None,
+    validation_split: Annotated[float | None, typer.Option(
+        "--validation-split", help="Fraction of the training data held out.")] = None,
+    early_stopping: Annotated[str | None, typer.Option(
+        "--early-stopping",
+        help="off, on, or options: monitor=val_loss,patience=2,min_delta=0,restore_best=true"
+    )] = None,
+    patience: Annotated[int | None, typer.Option(
+        "--patience", help="Early-stopping patience (turns early stopping on).")] = None,
+    seed: Annotated[int | None, typer.Option("--seed", help="Random seed.")] = None,
+    mixed_precision: Annotated[bool, typer.Option(
+        "--mixed-precision", help="float16 compute on a GPU (ignored on the CPU).")] = False,
+) -> int:
+    """Build the network in-process with Keras and train it."""
+    from cnndsl.train import train_command
+
+    return train_command(
+        file, network=network, out=out, resume=resume, data=data,
+        mixed_precision=mixed_precision, dataset=dataset, epochs=epochs, batch=batch, lr=lr,
+        optimizer=optimizer, loss=loss, metrics=metrics, validation_split=validation_split,
+        early_stopping=early_stopping, patience=patience, seed=seed)
+
+
+@app.command()
+def evaluate(
+    run: Annotated[Path, typer.Argument(help="A run folder of `cnndsl train`.",
+                                        show_default=False, metavar="DIR")],
+    data: Annotated[Path | None, typer.Option(
+        "--data", metavar="PATH", help="Other data (.npz or IDX folder) to evaluate on.",
+        show_default=False)] = None,
+    dataset: Annotated[str | None, typer.Option(
+        "--dataset", help="Another keras dataset to evaluate on.")] = None,
+) -> int:
+    """Re-evaluate a saved run on its test data (or on --data)."""
+    from cnndsl.train import evaluate_command
+
+    return evaluate_command(run, data=data, dataset=dataset)
+
+
 def _print_version(value: bool) -> None:
     if value:
         print(f"cnndsl {__version__}")

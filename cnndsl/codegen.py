@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from cnndsl import __version__, ast
-from cnndsl.diagnostics import CnnError, Diagnostic, has_errors, sort_key
+from cnndsl.diagnostics import CnnError, Diagnostic
 from cnndsl.elaborate import Elaborator
 from cnndsl.infer import Analysis
 from cnndsl.ops import OPS
@@ -810,22 +810,18 @@ def render(module: Module) -> str:
 
 def generate(source: str, filename: str, network: str | None = None,
              force_flat: bool = False) -> tuple[str | None, list[Diagnostic]]:
-    """The module for an error-free file, or None and the diagnostics (as `check` has them,
-    plus the `train` section's)."""
+    """The module for an error-free file, or None and the diagnostics as `check` has them
+    (the `train` section's included)."""
     from cnndsl.parser import parse
     from cnndsl.pipeline import _choose, analyse
     from cnndsl.train_config import validate_train
 
     result = analyse(source, network)
-    diagnostics = list(result.diagnostics)
-    config = None
-    if result.analysis is not None:
-        config, train_diagnostics = validate_train(result.analysis.graph.train)
-        diagnostics = sorted(diagnostics + train_diagnostics, key=sort_key)
-        if not result.analysis.graph.train:
-            config = None
-    if has_errors(diagnostics) or result.analysis is None:
-        return None, diagnostics
+    if not result.ok or result.analysis is None:
+        return None, result.diagnostics
+    train = result.analysis.graph.train
+    config = validate_train(train)[0] if train else None
+    diagnostics = result.diagnostics
     program, _ = parse(source)
     assert program is not None
     module = plan(program, _choose(program, network), result.analysis, filename, config,

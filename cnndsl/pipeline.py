@@ -9,6 +9,7 @@ from cnndsl.diagnostics import ERROR, Diagnostic, Span, has_errors, sort_key
 from cnndsl.elaborate import elaborate
 from cnndsl.infer import Analysis, infer
 from cnndsl.parser import parse
+from cnndsl.train_config import validate_train
 
 
 class NetworkChoiceError(Exception):
@@ -48,5 +49,6 @@ def analyse(text: str, network: str | None = None) -> Result:
         return Result(None, [Diagnostic(ERROR, "this file defines no network", Span.point(1, 1),
                                         "add `network NAME { input 28x28x1 ... }`")])
     graph, diagnostics = elaborate(program, _choose(program, network))
+    diagnostics += validate_train(graph.train)[1]
     analysis = infer(graph)
     return Result(analysis, sorted(diagnostics + analysis.diagnostics, key=sort_key))

@@ -27,6 +27,7 @@ def test_wheel_carries_grammar_and_templates(wheel):
     for template in (ROOT / "templates").iterdir():
         assert f"cnndsl/templates/{template.name}" in names
     assert "cnndsl/cli.py" in names and "cnndsl/ops/conv.py" in names
+    assert "cnndsl/data/mnist-5k.npz" in names and "cnndsl/data/README.md" in names
 
 
 def test_installed_copy_checks_outside_the_checkout(wheel, tmp_path):

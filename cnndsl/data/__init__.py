@@ -1,0 +1,1 @@
+"""Data shipped inside the package: the offline MNIST sample (see README.md here)."""

@@ -1,0 +1,256 @@
+"""Training data: keras.datasets by name (with offline fallbacks), .npz files, IDX folders;
+and matching images and labels to a network before anything trains."""
+
+from __future__ import annotations
+
+import gzip
+import math
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+BUNDLED_MNIST = Path(__file__).parent / "data" / "mnist-5k.npz"
+SYSTEM_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")  # Debian's dataset package
+TEST_FRACTION = 0.2
+SPLIT_SEED = 0  # fixed: the same file always splits the same way
+
+
+class DataError(Exception):
+    """Data that cannot be loaded, or that does not fit the network: one line for the user."""
+
+
+@dataclass(frozen=True)
+class Data:
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    name: str  # what was loaded, for messages and metrics.json
+
+    @property
+    def image_shape(self) -> tuple[int, ...]:
+        return tuple(self.x_train.shape[1:])
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+def load(dataset: str, path: Path | None = None,
+         notify: Callable[[str], object] = print) -> Data:
+    """`path` (an .npz or an IDX folder) when given, else the named keras dataset."""
+    if path is not None:
+        return load_path(path)
+    return load_named(dataset, notify)
+
+
+def load_named(name: str, notify: Callable[[str], object] = print) -> Data:
+    """keras.datasets.<name>: downloaded or cached; offline, a local copy where one exists."""
+    from cnndsl.runtime import import_keras
+
+    keras = import_keras()
+    try:
+        (x_train, y_train), (x_test, y_test) = getattr(keras.datasets, name).load_data()
+        return Data(x_train, y_train, x_test, y_test, name)
+    except Exception as err:  # keras raises a bare Exception for a failed download
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        fallback = _offline_fallback(name)
+        if fallback is None:
+            raise DataError(f"cannot load the `{name}` dataset ({reason}); download it on a "
+                            "machine with internet, or give the data with --data PATH") from err
+        data, notice = fallback
+        notify(f"`{name}` could not be downloaded; {notice}")
+        return data
+
+
+def _offline_fallback(name: str) -> tuple[Data, str] | None:
+    if name == "mnist" and BUNDLED_MNIST.exists():
+        data = load_npz(BUNDLED_MNIST)
+        return replace(data, name="mnist-5k"), (
+            f"using the bundled 5,000-image MNIST sample ({len(data.x_train):,} train, "
+            f"{len(data.x_test):,} test)")
+    if name == "fashion_mnist" and SYSTEM_FASHION_MNIST.is_dir():
+        return (replace(load_idx_folder(SYSTEM_FASHION_MNIST), name="fashion_mnist"),
+                f"using the local copy in {SYSTEM_FASHION_MNIST}")
+    return None
+
+
+def load_path(path: Path) -> Data:
+    if path.is_dir():
+        return load_idx_folder(path)
+    if not path.exists():
+        raise DataError(f"cannot read `{path}`: no such file or folder")
+    if path.suffix != ".npz":
+        raise DataError(f"`{path}` is neither an .npz file nor a folder of IDX files")
+    return load_npz(path)
+
+
+def load_npz(path: Path) -> Data:
+    """Keys x_train, y_train, x_test, y_test; or x, y (shuffled, then split 80/20)."""
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            arrays = {k: f[k] for k in f.files}
+    except (OSError, ValueError) as err:
+        raise DataError(f"cannot read `{path}`: {err}") from err
+    if {"x_train", "y_train", "x_test", "y_test"} <= arrays.keys():
+        data = Data(arrays["x_train"], arrays["y_train"], arrays["x_test"], arrays["y_test"],
+                    path.name)
+    elif {"x", "y"} <= arrays.keys():
+        data = split(arrays["x"], arrays["y"], path.name)
+    else:
+        raise DataError(f"`{path}` has keys {', '.join(sorted(arrays)) or 'none'}; expected "
+                        "x_train, y_train, x_test, y_test (or x, y)")
+    _check_lengths(data, path)
+    return data
+
+
+def split(x: np.ndarray, y: np.ndarray, name: str) -> Data:
+    """A deterministic shuffle, then 80% train and 20% test (sorted files need the shuffle)."""
+    if len(x) != len(y):
+        raise DataError(f"`{name}` has {len(x)} images but {len(y)} labels")
+    order = np.random.default_rng(SPLIT_SEED).permutation(len(x))
+    n_test = math.ceil(len(x) * TEST_FRACTION)
+    test, train = order[:n_test], order[n_test:]
+    return Data(x[train], y[train], x[test], y[test], name)
+
+
+def _check_lengths(data: Data, where: Path) -> None:
+    for part in ("train", "test"):
+        x, y = getattr(data, f"x_{part}"), getattr(data, f"y_{part}")
+        if len(x) != len(y):
+            raise DataError(f"`{where}` has {len(x)} {part} images but {len(y)} labels")
+        if len(x) == 0:
+            raise DataError(f"`{where}` has no {part} images")
+
+
+# ----------------------------------------------------------------------------- IDX
+
+_IDX_TYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+_IDX_NAMES = {
+    "x_train": ("train-images",),
+    "y_train": ("train-labels",),
+    "x_test": ("t10k-images", "test-images"),
+    "y_test": ("t10k-labels", "test-labels"),
+}
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """One IDX file (the MNIST format), gzipped or not."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as f:
+            raw = f.read()
+    except (OSError, EOFError) as err:
+        raise DataError(f"cannot read `{path}`: {err}") from err
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_TYPES:
+        raise DataError(f"`{path}` is not an IDX file")
+    ndim = raw[3]
+    dims = struct.unpack(f">{ndim}I", raw[4:4 + 4 * ndim])
+    dtype = np.dtype(_IDX_TYPES[raw[2]])
+    body = raw[4 + 4 * ndim:]
+    if len(body) != math.prod(dims) * dtype.itemsize:
+        raise DataError(f"`{path}` is truncated: its header promises {'x'.join(map(str, dims))}")
+    array = np.frombuffer(body, dtype=dtype).reshape(dims)
+    return array.astype(dtype.newbyteorder("="), copy=False)
+
+
+def load_idx_folder(folder: Path) -> Data:
+    files = {}
+    for key, stems in _IDX_NAMES.items():
+        found = [p for p in sorted(folder.iterdir())
+                 if any(p.name.startswith(s) for s in stems) and "idx" in p.name]
+        if not found:
+            raise DataError(f"`{folder}` has no `{stems[0]}-idx...` file (expected the MNIST "
+                            "layout: train-images-idx3-ubyte[.gz], train-labels-idx1-ubyte, "
+                            "t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte)")
+        files[key] = read_idx(found[0])
+    data = Data(name=folder.name, **files)
+    _check_lengths(data, folder)
+    return data
+
+
+# ----------------------------------------------------------------------------- matching
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """Data ready for a network: float images in [0, 1], labels in the loss's form."""
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    loss: str
+    classes: int
+
+
+def _images(x: np.ndarray, input_shape: tuple[int, ...], what: str) -> np.ndarray:
+    if x.ndim == len(input_shape) and input_shape[-1] == 1:
+        x = x[..., None]  # (N, 28, 28) greyscale -> (N, 28, 28, 1)
+    if tuple(x.shape[1:]) != tuple(input_shape):
+        got = "x".join(map(str, x.shape[1:]))
+        want = "x".join(map(str, input_shape))
+        raise DataError(f"the {what} images are {got} but the network's input is {want}")
+    if np.issubdtype(x.dtype, np.integer):
+        scaled = x.astype(np.float32)
+        scaled /= 255  # pixels 0..255 to [0, 1], as the seeds scale them (in place: no copy)
+        return scaled
+    return x.astype(np.float32, copy=False)
+
+
+def _classes(y: np.ndarray) -> tuple[np.ndarray, bool]:
+    """Labels and whether they are one-hot (rows of width > 1)."""
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    if y.ndim == 1:
+        if not np.issubdtype(y.dtype, np.integer):
+            if not np.all(np.equal(np.mod(y, 1), 0)):
+                raise DataError("the labels are neither class numbers nor one-hot rows")
+            y = y.astype(np.int64)
+        if y.size and y.min() < 0:
+            raise DataError("the labels include negative class numbers")
+        return y.astype(np.int64, copy=False), False
+    if y.ndim == 2:
+        return y.astype(np.float32, copy=False), True
+    raise DataError(f"the labels have shape {y.shape}; expected (N,) or (N, classes)")
+
+
+SPARSE = {"categorical_crossentropy": "sparse_categorical_crossentropy"}
+
+
+def prepare(data: Data, input_shape: tuple[int, ...], output_shape: tuple[int, ...],
+            loss: str) -> Prepared:
+    """Check the data against the network and put it in the form the loss needs.
+
+    Integer labels with a categorical loss switch to its sparse twin (the same numbers,
+    without one-hot arrays); one-hot labels with a sparse loss become class numbers.
+    """
+    x_train = _images(data.x_train, input_shape, "training")
+    x_test = _images(data.x_test, input_shape, "test")
+    y_train, one_hot = _classes(data.y_train)
+    y_test, test_one_hot = _classes(data.y_test)
+    if one_hot != test_one_hot:
+        raise DataError("the training labels and the test labels are in different forms")
+    classes = y_train.shape[1] if one_hot else int(max(y_train.max(), y_test.max())) + 1
+    units = output_shape[-1] if output_shape else 1
+    binary = loss == "binary_crossentropy" and units == 1 and classes <= 2
+    if len(output_shape) != 1 or (units != classes and not binary):
+        shape = "x".join(map(str, output_shape))
+        raise DataError(f"the data has {classes} classes but the network's output is {shape}"
+                        f"{'' if len(output_shape) == 1 else ' (not one axis: add `flatten`)'}"
+                        f"; make the last layer `dense {classes} softmax`")
+    if not one_hot and loss in SPARSE:
+        loss = SPARSE[loss]
+    elif one_hot and loss == "sparse_categorical_crossentropy":
+        y_train, y_test = y_train.argmax(1), y_test.argmax(1)
+    elif not one_hot and loss not in ("sparse_categorical_crossentropy", "binary_crossentropy"):
+        eye = np.eye(classes, dtype=np.float32)  # losses like mse need one-hot targets
+        y_train, y_test = eye[y_train], eye[y_test]
+    return Prepared(x_train, y_train, x_test, y_test, loss, classes)
+
+
+def describe(data: Data) -> str:
+    shape = "x".join(map(str, data.image_shape))
+    return f"{data.name}: {len(data.x_train):,} train + {len(data.x_test):,} test images, {shape}"

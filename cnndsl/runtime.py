@@ -1,0 +1,92 @@
+"""Backend: the analysed graph -> a Keras model, built in-process with the Functional API.
+
+Each node becomes the Keras layers of its op's own mapping (`op.to_keras`), named
+`node.keras_name` + suffix, so the model `train` runs and the code `build` writes agree.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import tempfile
+from collections.abc import Iterator
+from typing import Any
+
+from cnndsl.infer import Analysis
+
+
+def import_keras() -> Any:
+    """Keras, quietly: TensorFlow's C++ start-up chatter is no use to a user."""
+    if "keras" in sys.modules:
+        return sys.modules["keras"]
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    with _quiet_native_stderr():
+        import keras
+        import tensorflow  # noqa: F401  (its C++ logs come at import)
+    return keras
+
+
+@contextlib.contextmanager
+def _quiet_native_stderr() -> Iterator[None]:
+    """Silence file descriptor 2 (TensorFlow 2.21 logs through absl before reading
+    TF_CPP_MIN_LOG_LEVEL); what was written is shown after all if the import fails."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        except BaseException:
+            os.dup2(saved, 2)
+            captured.seek(0)
+            sys.stderr.write(captured.read().decode(errors="replace"))
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
+def build_model(analysis: Analysis, output_dtype: str | None = None) -> Any:
+    """A keras.Model for an error-free analysis.
+
+    `output_dtype` (e.g. "float32" under mixed precision) sets the last layer's dtype policy,
+    so the softmax and the loss stay in full precision.
+    """
+    keras = import_keras()
+    graph = analysis.graph
+    if graph.output is None or any(layer.shape is None for layer in analysis.layers):
+        raise ValueError("the network has errors; run `cnndsl check` first")
+    tensors: dict[int, Any] = {}
+    for layer in analysis.layers:
+        node = layer.node
+        is_output = node.id == graph.output
+        specs = node.op.to_keras(node.args)
+        if node.op.arity == "source":
+            spec = specs[0]
+            tensors[node.id] = keras.Input(name=node.keras_name + spec.suffix, **spec.kwargs)
+            continue
+        inputs = [tensors[i] for i in node.inputs]  # type: ignore[index]
+        x: Any = inputs if node.op.arity == "merge" else inputs[0]
+        for k, spec in enumerate(specs):
+            kwargs = dict(spec.kwargs)
+            if is_output and output_dtype and k == len(specs) - 1:
+                kwargs["dtype"] = output_dtype
+            x = getattr(keras.layers, spec.cls)(name=node.keras_name + spec.suffix, **kwargs)(x)
+        tensors[node.id] = x
+    return keras.Model(tensors[0], tensors[graph.output], name=_model_name(graph.network))
+
+
+def _model_name(network: str) -> str:
+    return network if network.isidentifier() else "model"
+
+
+def node_layers(analysis: Analysis, model: Any) -> dict[int, list[Any]]:
+    """The Keras layers each node became, in order: for comparing with the analysis."""
+    by_name = {layer.name: layer for layer in model.layers}
+    out = {}
+    for layer in analysis.layers:
+        node = layer.node
+        specs = node.op.to_keras(node.args)
+        out[node.id] = [by_name[node.keras_name + s.suffix] for s in specs]
+    return out

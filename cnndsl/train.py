@@ -1,0 +1,563 @@
+"""`cnndsl train` and `cnndsl evaluate`: fit the analysed network in-process, in a run folder
+that survives Ctrl-C and SIGKILL.
+
+The run folder:
+    run.json      what to train: the .cnn source, network, data, settings (written first)
+    state.json    the commit point, rewritten after every epoch: epochs done, history,
+                  early-stopping state, the checkpoint that holds those epochs' weights
+    checkpoint-N.keras  model and optimizer after epoch N (only the latest is kept)
+    best-N.weights.h5   the best weights so far, with `early_stopping restore_best=true`
+    history.csv, and at the end model.keras, metrics.json, curves.png, filters.png
+Every file is written to a temporary name and renamed into place, and state.json is
+written after the checkpoint it names: whatever moment a run dies, state.json describes
+a complete epoch, and `--resume` continues from it without losing or repeating one.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import csv
+import io
+import json
+import os
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from cnndsl.diagnostics import Diagnostic, Renderer, has_errors, sort_key
+from cnndsl.train_config import ConfigError, TrainConfig, apply_overrides, validate_train
+
+RUN, STATE, HISTORY, MODEL, METRICS = (
+    "run.json", "state.json", "history.csv", "model.keras", "metrics.json")
+EXIT_OK, EXIT_ERRORS, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+STEPS_PER_EXECUTION = 32  # steps per call into TensorFlow: no Python between those steps
+
+OPTIMIZER_CLASSES = {"adam": "Adam", "adamw": "AdamW", "sgd": "SGD", "rmsprop": "RMSprop",
+                     "adagrad": "Adagrad", "adadelta": "Adadelta", "adamax": "Adamax",
+                     "nadam": "Nadam", "lion": "Lion", "ftrl": "Ftrl"}
+METRIC_CLASSES = {"auc": "AUC", "precision": "Precision", "recall": "Recall"}
+
+
+class Fail(Exception):
+    """Stop with a one-line `error: ...` and an exit code."""
+
+    def __init__(self, message: str, code: int = EXIT_ERRORS) -> None:
+        super().__init__(message)
+        self.message, self.code = message, code
+
+
+def note(message: str) -> None:
+    print(f"note: {message}", file=sys.stderr, flush=True)
+
+
+# ----------------------------------------------------------------------------- files
+
+
+def write_atomic(path: Path, data: bytes | str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(data.encode() if isinstance(data, str) else data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def write_json(path: Path, data: Any) -> None:
+    write_atomic(path, json.dumps(data, indent=2) + "\n")
+
+
+def read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as err:
+        raise Fail(f"cannot read `{path}`: {err}") from err
+
+
+def save_model(model: Any, path: Path) -> None:
+    tmp = path.with_name(f".tmp-{path.name}")  # Keras insists on the .keras ending
+    model.save(tmp)
+    os.replace(tmp, path)
+
+
+def save_weights(model: Any, path: Path) -> None:
+    tmp = path.with_name(f".tmp-{path.name}")  # Keras insists on the .weights.h5 ending
+    model.save_weights(tmp)
+    os.replace(tmp, path)
+
+
+def history_csv(rows: list[Mapping[str, Any]]) -> str:
+    keys = list(dict.fromkeys(k for row in rows for k in row))
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=keys, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return out.getvalue()
+
+
+# ----------------------------------------------------------------------------- the run spec
+
+
+@dataclass
+class Run:
+    """Everything `--resume` needs to carry on, as stored in run.json."""
+
+    folder: Path
+    source: str
+    file: str
+    network: str | None
+    data: str | None  # --data PATH, else None for the dataset by name
+    config: TrainConfig
+    mixed_precision: bool = False
+    state: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"file": self.file, "network": self.network, "data": self.data,
+                "mixed_precision": self.mixed_precision, "config": self.config.to_json(),
+                "source": self.source}
+
+    @staticmethod
+    def load(folder: Path) -> Run:
+        spec = read_json(folder / RUN)
+        if spec is None:
+            raise Fail(f"`{folder}` is not a run folder (it has no {RUN})", EXIT_USAGE)
+        try:
+            return Run(folder, spec["source"], spec["file"], spec["network"], spec["data"],
+                       TrainConfig.from_json(spec["config"]),
+                       spec.get("mixed_precision", False), read_json(folder / STATE) or {})
+        except (KeyError, TypeError) as err:
+            raise Fail(f"`{folder / RUN}` is damaged ({err})") from err
+
+
+def analyse_source(source: str, name: str, network: str | None, show: bool = True) -> Any:
+    """The analysis of a file and its train settings; its diagnostics are rendered (warnings
+    only when `show`: a resumed run has shown them already), errors end in Fail."""
+    from cnndsl.pipeline import NetworkChoiceError, analyse
+
+    try:
+        result = analyse(source, network)
+    except NetworkChoiceError as err:
+        raise Fail(str(err), EXIT_USAGE) from err
+    config, train_diagnostics = (validate_train(result.analysis.graph.train)
+                                 if result.analysis else (TrainConfig(), []))
+    # Once `analyse` validates the train section itself these repeat: keep each once.
+    diagnostics = sorted(dict.fromkeys(result.diagnostics + train_diagnostics), key=sort_key)
+    if show or has_errors(diagnostics):
+        _render(diagnostics, name, source)
+    if has_errors(diagnostics) or result.analysis is None:
+        raise Fail(f"`{name}` has errors; see `cnndsl check {name}`")
+    return result.analysis, config
+
+
+def _render(diagnostics: list[Diagnostic], name: str, source: str) -> None:
+    colour = sys.stderr.isatty() and not os.environ.get("NO_COLOR")
+    renderer = Renderer(name, source, colour)
+    for d in diagnostics:
+        print(renderer.render(d) + "\n", file=sys.stderr)
+
+
+def _new_folder(out: Path | None, network: str) -> Path:
+    if out is None:
+        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+        out = Path("runs") / f"{network}-{stamp}"
+        n = 1
+        while out.exists():
+            n += 1
+            out = Path("runs") / f"{network}-{stamp}-{n}"
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+# ----------------------------------------------------------------------------- commands
+
+
+def train_command(file: Path | None = None, *, network: str | None = None,
+                  out: Path | None = None, resume: Path | None = None,
+                  data: Path | None = None, mixed_precision: bool = False,
+                  verbose: int | None = None, **overrides: Any) -> int:
+    """`cnndsl train FILE [options]` or `cnndsl train --resume DIR [options]`: an exit code.
+
+    `overrides` are the train settings given on the command line (None: not given):
+    dataset, optimizer, lr, loss, metrics, epochs, batch, validation_split,
+    early_stopping ("off", "on" or "patience=3,monitor=val_loss"), patience, seed.
+    """
+    try:
+        if resume is not None:
+            if file is not None:
+                raise Fail("give either a FILE or --resume DIR, not both", EXIT_USAGE)
+            started = _resumed(resume, data, overrides)
+            if started is None:
+                return EXIT_OK
+        elif file is None:
+            raise Fail("give the .cnn FILE to train (or --resume DIR)", EXIT_USAGE)
+        else:
+            started = _started(file, network, out, data, mixed_precision, overrides)
+        return _train(*started, verbose)
+    except Fail as err:
+        print(f"error: {err.message}", file=sys.stderr)
+        return err.code
+
+
+def _read(file: Path) -> str:
+    try:
+        return file.read_bytes().decode("utf-8", errors="replace")
+    except FileNotFoundError as err:
+        raise Fail(f"cannot read `{file}`: no such file", EXIT_USAGE) from err
+    except OSError as err:
+        raise Fail(f"cannot read `{file}`: {err.strerror}", EXIT_USAGE) from err
+
+
+def _with_overrides(config: TrainConfig, overrides: Mapping[str, Any]) -> TrainConfig:
+    try:
+        return apply_overrides(config, overrides)
+    except ConfigError as err:
+        hint = f" ({err.hint})" if err.hint else ""
+        raise Fail(f"{err.message}{hint}", EXIT_USAGE) from err
+
+
+Started = tuple[Run, Any, Any, Any]  # the run, its analysis, prepared data, loaded data
+
+
+def _started(file: Path, network: str | None, out: Path | None, data: Path | None,
+             mixed_precision: bool, overrides: Mapping[str, Any]) -> Started:
+    source = _read(file)
+    analysis, config = analyse_source(source, str(file), network)
+    config = _with_overrides(config, overrides)
+    if out is not None and (out / RUN).exists():
+        raise Fail(f"`{out}` already holds a run; continue it with `--resume {out}` or choose "
+                   "another --out", EXIT_USAGE)
+    # An absolute data path, so that `--resume` works from any folder.
+    run = Run(Path(), source, str(file), network, str(data.resolve()) if data else None,
+              config, mixed_precision)
+    prepared, loaded = _load_data(run, analysis)  # a mismatch stops here, before any file
+    run.folder = _new_folder(out, analysis.graph.network)
+    write_json(run.folder / RUN, run.to_json())
+    return run, analysis, prepared, loaded
+
+
+def _resumed(folder: Path, data: Path | None, overrides: Mapping[str, Any]) -> Started | None:
+    """The run to continue, or None (said why) when there is nothing left to train."""
+    run = Run.load(folder)
+    run.config = _with_overrides(run.config, overrides)
+    if data is not None:
+        run.data = str(data.resolve())
+    for stale in [*folder.glob(".tmp-*"), *folder.glob(".*.tmp")]:  # left by a killed run
+        stale.unlink(missing_ok=True)
+    done, state = run.state.get("epoch", 0), run.state
+    if done >= run.config.epochs or state.get("stopped_early"):
+        why = "early stopping ended it" if state.get("stopped_early") else "give a larger --epochs"
+        print(f"`{folder}` is complete after {done} epochs; nothing to resume ({why})")
+        return None
+    analysis, _ = analyse_source(run.source, run.file, run.network, show=False)
+    prepared, loaded = _load_data(run, analysis)
+    write_json(folder / RUN, run.to_json())  # a longer --epochs holds for later resumes too
+    return run, analysis, prepared, loaded
+
+
+# ----------------------------------------------------------------------------- training
+
+
+@dataclass
+class Fitted:
+    history: list[dict[str, Any]]
+    seconds: list[float]
+    interrupted: bool = False
+
+
+def _train(run: Run, analysis: Any, prepared: Any, data: Any, verbose: int | None) -> int:
+    from cnndsl import datasets
+
+    config, state = run.config, run.state
+    done = state.get("epoch", 0)
+    keras = _setup(config.seed)
+    device = _device(run.mixed_precision)
+    print(f"device: {device}", flush=True)
+    print(datasets.describe(data), flush=True)
+    if done:
+        model = keras.models.load_model(run.folder / state["checkpoint"])
+        print(f"resuming `{run.folder}` after epoch {done} of {config.epochs}", flush=True)
+    else:
+        model = _compiled(analysis, config, prepared, run.mixed_precision, keras)
+    fitted = _fit(model, run, prepared, verbose, keras)
+    if fitted.interrupted:
+        _plot_curves(run.folder, fitted.history)
+        epochs = len(fitted.history)
+        print(f"\ninterrupted: {epochs} epoch{'s' * (epochs != 1)} saved in `{run.folder}`; "
+              f"continue with `cnndsl train --resume {run.folder}`", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    metrics = _finish(model, run, prepared, data, fitted, device)
+    print(summary(metrics, run.folder))
+    return EXIT_OK
+
+
+def _setup(seed: int) -> Any:
+    from cnndsl.runtime import import_keras
+
+    keras = import_keras()
+    keras.utils.set_random_seed(seed)
+    return keras
+
+
+def _load_data(run: Run, analysis: Any) -> tuple[Any, Any]:
+    from cnndsl import datasets
+
+    try:
+        data = datasets.load(run.config.dataset, Path(run.data) if run.data else None, note)
+        prepared = datasets.prepare(data, analysis.input_shape, analysis.output_shape,
+                                    run.config.loss)
+    except datasets.DataError as err:
+        raise Fail(str(err)) from err
+    return prepared, data
+
+
+def _device(mixed_precision: bool) -> str:
+    """The GPU when TensorFlow sees one (Keras then uses it by itself), else the CPU."""
+    import tensorflow as tf
+
+    from cnndsl.runtime import import_keras
+
+    gpus = tf.config.list_physical_devices("GPU")
+    if mixed_precision and gpus:
+        import_keras().mixed_precision.set_global_policy("mixed_float16")
+    elif mixed_precision:
+        note("--mixed-precision needs a GPU; training in float32 on the CPU")
+    if gpus:
+        details = tf.config.experimental.get_device_details(gpus[0])
+        name = details.get("device_name", gpus[0].name)
+        return f"GPU ({name}{', mixed precision' if mixed_precision else ''})"
+    return f"CPU ({os.cpu_count()} cores, no GPU visible)"
+
+
+def _compiled(analysis: Any, config: TrainConfig, prepared: Any, mixed: bool,
+              keras: Any) -> Any:
+    from cnndsl.runtime import build_model
+
+    model = build_model(analysis, "float32" if mixed else None)
+    options = dict(config.optimizer_options)
+    try:
+        optimizer = getattr(keras.optimizers, OPTIMIZER_CLASSES[config.optimizer])(**options)
+    except (TypeError, ValueError) as err:
+        raise Fail(f"optimizer `{config.optimizer}` refuses these options "
+                   f"({', '.join(options)}): {err}", EXIT_USAGE) from err
+    steps = -(-round(len(prepared.x_train) * (1 - config.validation_split)) // config.batch)
+    model.compile(optimizer=optimizer, loss=prepared.loss, metrics=_metrics(config, keras),
+                  steps_per_execution=max(1, min(STEPS_PER_EXECUTION, steps)))
+    return model
+
+
+def _metrics(config: TrainConfig, keras: Any) -> list[Any]:
+    return [getattr(keras.metrics, METRIC_CLASSES[m])() if m in METRIC_CLASSES else m
+            for m in config.metrics]
+
+
+def _callbacks(run: Run, keras: Any, history: list[dict[str, Any]],
+               seconds: list[float]) -> list[Any]:
+    """Early stopping (its state carried across resumes), then the per-epoch checkpoint."""
+    es_config = run.config.early_stopping
+    saved = run.state.get("early_stopping")
+    folder = run.folder
+
+    class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
+        def on_train_begin(self, logs: Any = None) -> None:
+            super().on_train_begin(logs)
+            if saved:
+                self.wait, self.best = saved["wait"], saved["best"]
+                self.best_epoch = saved["best_epoch"]
+                best = folder / str(saved.get("best_weights"))
+                if self.restore_best_weights and best.is_file():
+                    self.best_weights = _weights_from(self.model, best)
+
+    early = None
+    if es_config is not None:
+        early = ResumableEarlyStopping(
+            monitor=es_config.monitor, patience=es_config.patience,
+            min_delta=es_config.min_delta, restore_best_weights=es_config.restore_best)
+
+    class Checkpoint(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
+            self.started = time.perf_counter()
+
+        def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
+            seconds.append(time.perf_counter() - self.started)
+            row = {"epoch": epoch + 1, **{k: float(v) for k, v in (logs or {}).items()},
+                   "seconds": round(seconds[-1], 3)}
+            history.append(row)
+            _commit(self.model, folder, history, seconds, early)
+
+    return [c for c in (early, Checkpoint()) if c is not None]
+
+
+def _weights_from(model: Any, path: Path) -> list[Any]:
+    current = model.get_weights()
+    model.load_weights(path)
+    best = model.get_weights()
+    model.set_weights(current)
+    return best
+
+
+def _commit(model: Any, folder: Path, history: list[dict[str, Any]], seconds: list[float],
+            early: Any) -> None:
+    """Checkpoint one finished epoch: weights first, then state.json, which names them."""
+    epoch = len(history)
+    checkpoint = f"checkpoint-{epoch}.keras"
+    save_model(model, folder / checkpoint)
+    keep = {checkpoint}
+    es_state = None
+    if early is not None:
+        best = early.best
+        # The best weights so far (for restore_best), named by their epoch like checkpoints.
+        best_weights = f"best-{early.best_epoch + 1}.weights.h5"
+        es_state = {"wait": early.wait, "best_epoch": early.best_epoch,
+                    "best": float(best) if best is not None else None,
+                    "best_weights": best_weights if early.restore_best_weights else None}
+        if early.restore_best_weights:
+            keep.add(best_weights)
+            if early.best_epoch == epoch - 1:
+                save_weights(model, folder / best_weights)
+    write_json(folder / STATE, {"epoch": epoch, "checkpoint": checkpoint, "history": history,
+                                "seconds": seconds, "early_stopping": es_state, "done": False})
+    write_atomic(folder / HISTORY, history_csv(history))
+    for old in [*folder.glob("checkpoint-*.keras"), *folder.glob("best-*.weights.h5")]:
+        if old.name not in keep:
+            old.unlink(missing_ok=True)
+
+
+def _fit(model: Any, run: Run, prepared: Any, verbose: int | None, keras: Any) -> Fitted:
+    config = run.config
+    history = list(run.state.get("history", []))
+    seconds = list(run.state.get("seconds", []))
+    if verbose is None:
+        verbose = 1 if sys.stdout.isatty() else 2
+    try:
+        model.fit(prepared.x_train, prepared.y_train, batch_size=config.batch,
+                  epochs=config.epochs, initial_epoch=len(history),
+                  validation_split=config.validation_split, shuffle=True, verbose=verbose,
+                  callbacks=_callbacks(run, keras, history, seconds))
+    except KeyboardInterrupt:
+        return Fitted(history, seconds, interrupted=True)
+    return Fitted(history, seconds)
+
+
+# ----------------------------------------------------------------------------- the end of a run
+
+
+def _first_conv_kernel(model: Any) -> tuple[Any, str] | None:
+    for layer in model.layers:
+        if type(layer).__name__ in ("Conv2D", "DepthwiseConv2D") and layer.weights:
+            return layer.get_weights()[0], layer.name
+    return None
+
+
+def _plot_curves(folder: Path, history: list[dict[str, Any]]) -> None:
+    from cnndsl import plots
+
+    if history:
+        plots.curves(history, folder / "curves.png")
+
+
+def _draw(folder: Path, history: list[dict[str, Any]], kernel: tuple[Any, str] | None) -> None:
+    from cnndsl import plots
+
+    _plot_curves(folder, history)
+    if kernel is not None:
+        weights, name = kernel
+        plots.filters(weights, folder / "filters.png",
+                      f"{name}: {weights.shape[-1]} learned {weights.shape[0]}x"
+                      f"{weights.shape[1]} kernels (input channel 0)")
+
+
+def _finish(model: Any, run: Run, prepared: Any, data: Any, fitted: Fitted,
+            device: str) -> dict[str, Any]:
+    # The plots are drawn while TensorFlow evaluates (it releases the GIL): the end of a
+    # run costs the longer of the two, not their sum.
+    drawing = concurrent.futures.ThreadPoolExecutor(1)
+    pictures = drawing.submit(_draw, run.folder, fitted.history, _first_conv_kernel(model))
+    scores = evaluate_model(model, prepared, run.config.batch)
+    save_model(model, run.folder / MODEL)
+    metrics = {
+        "test_accuracy": scores.get("accuracy"),
+        "test_loss": scores["loss"],
+        "epochs": len(fitted.history),
+        "seconds_per_epoch": round(sum(fitted.seconds) / max(1, len(fitted.seconds)), 3),
+        "params": int(model.count_params()),
+        "dataset": data.name,
+        "device": device,
+        "train_images": len(prepared.x_train),
+        "test_images": len(prepared.x_test),
+        "loss": prepared.loss,
+        **{f"test_{k}": v for k, v in scores.items() if k not in ("loss", "accuracy")},
+    }
+    write_json(run.folder / METRICS, metrics)
+    pictures.result()  # re-raises a drawing error here
+    drawing.shutdown()
+    state = read_json(run.folder / STATE) or {}
+    stopped_early = len(fitted.history) < run.config.epochs
+    write_json(run.folder / STATE, {**state, "done": True, "stopped_early": stopped_early})
+    return metrics
+
+
+def evaluate_model(model: Any, prepared: Any, batch: int) -> dict[str, float]:
+    scores = model.evaluate(prepared.x_test, prepared.y_test, batch_size=max(batch, 256),
+                            verbose=0, return_dict=True)
+    renamed = {k.removeprefix("compile_"): float(v) for k, v in scores.items()}
+    if "accuracy" not in renamed:  # Keras names accuracy after the metric object's class
+        for key in ("sparse_categorical_accuracy", "categorical_accuracy", "binary_accuracy"):
+            if key in renamed:
+                renamed["accuracy"] = renamed[key]
+    return renamed
+
+
+def summary(metrics: Mapping[str, Any], folder: Path) -> str:
+    acc = metrics.get("test_accuracy")
+    rows = [
+        ("test accuracy", f"{acc:.2%}" if acc is not None else "-"),
+        ("test loss", f"{metrics['test_loss']:.4f}"),
+        ("epochs run", str(metrics["epochs"])),
+        ("seconds per epoch", f"{metrics['seconds_per_epoch']:.2f}"),
+        ("params", f"{metrics['params']:,}"),
+        ("run folder", f"{folder}{os.sep}"),
+    ]
+    width = max(len(k) for k, _ in rows)
+    return "\n" + "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
+
+
+# ----------------------------------------------------------------------------- evaluate
+
+
+def evaluate_command(folder: Path, *, data: Path | None = None,
+                     dataset: str | None = None) -> int:
+    """`cnndsl evaluate DIR [--data PATH]`: the saved model's test loss and accuracy."""
+    try:
+        run = Run.load(folder)
+        if dataset is not None:
+            run.config = _with_overrides(run.config, {"dataset": dataset})
+            run.data = None
+        if data is not None:
+            run.data = str(data)
+        path = folder / MODEL
+        if not path.exists():
+            checkpoint = run.state.get("checkpoint")
+            if not checkpoint:
+                raise Fail(f"`{folder}` has no saved model yet (no epoch has finished)")
+            note(f"the run is unfinished: evaluating its last checkpoint ({checkpoint})")
+            path = folder / checkpoint
+        analysis, _ = analyse_source(run.source, run.file, run.network, show=False)
+        prepared, loaded = _load_data(run, analysis)
+        keras = _setup(run.config.seed)
+        model = keras.models.load_model(path)
+        # The data given now may label classes differently (one-hot or not): compile anew.
+        model.compile(loss=prepared.loss, metrics=_metrics(run.config, keras))
+        scores = evaluate_model(model, prepared, run.config.batch)
+    except Fail as err:
+        print(f"error: {err.message}", file=sys.stderr)
+        return err.code
+    acc = scores.get("accuracy")
+    print(f"{path}: test loss {scores['loss']:.4f}"
+          + (f", test accuracy {acc:.2%}" if acc is not None else "")
+          + f" on {len(prepared.x_test):,} images ({loaded.name})")
+    return EXIT_OK

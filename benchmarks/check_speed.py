@@ -26,15 +26,17 @@ KERAS_RESNET = (
 )
 
 
-def best_of(repeat: int, command: list[str]) -> float:
-    """The fastest of `repeat` runs of a whole process, in seconds."""
-    times = []
+def best_of(repeat: int, commands: list[list[str]]) -> list[float]:
+    """The fastest of `repeat` runs of each whole process, in seconds; runs interleaved so
+    that the machine's load at any moment falls on all commands alike."""
+    best = [float("inf")] * len(commands)
     env = {**os.environ, "NO_COLOR": "1"}
     for _ in range(repeat):
-        start = time.perf_counter()
-        subprocess.run(command, check=True, capture_output=True, env=env, cwd=ROOT)
-        times.append(time.perf_counter() - start)
-    return min(times)
+        for i, command in enumerate(commands):
+            start = time.perf_counter()
+            subprocess.run(command, check=True, capture_output=True, env=env, cwd=ROOT)
+            best[i] = min(best[i], time.perf_counter() - start)
+    return best
 
 
 def chain(layers: int) -> str:
@@ -45,17 +47,20 @@ def chain(layers: int) -> str:
     return "network chain {\n" + "\n".join(body) + "\n}\n"
 
 
-def in_process(text: str, repeat: int) -> float:
+def in_process(texts: list[str], repeat: int) -> list[float]:
+    """Best-of-`repeat` seconds of `analyse` for each text, runs interleaved so that
+    the machine's load at any moment falls on all of them alike."""
     from cnndsl.pipeline import analyse
 
-    analyse(text)  # warm the grammar cache
-    times = []
+    analyse(texts[0])  # warm the grammar cache
+    best = [float("inf")] * len(texts)
     for _ in range(repeat):
-        start = time.perf_counter()
-        result = analyse(text)
-        times.append(time.perf_counter() - start)
-        assert result.ok
-    return min(times)
+        for i, text in enumerate(texts):
+            start = time.perf_counter()
+            result = analyse(text)
+            best[i] = min(best[i], time.perf_counter() - start)
+            assert result.ok
+    return best
 
 
 def main() -> None:
@@ -64,8 +69,8 @@ def main() -> None:
     repeat = parser.parse_args().repeat
     cnndsl = [sys.executable, "-m", "cnndsl", "check"]
 
-    ours = best_of(repeat, [*cnndsl, "examples/resnet50.cnn"])
-    keras = best_of(max(1, repeat // 2), [sys.executable, "-c", KERAS_RESNET])
+    ours, keras = best_of(repeat, [[*cnndsl, "examples/resnet50.cnn"],
+                                   [sys.executable, "-c", KERAS_RESNET]])
     print(f"ResNet-50: cnndsl check {ours:.3f} s, Keras build + summary {keras:.3f} s "
           f"-> cnndsl is {keras / ours:.1f}x faster")
 
@@ -73,12 +78,10 @@ def main() -> None:
         small, large = Path(tmp, "chain400.cnn"), Path(tmp, "chain4000.cnn")
         small.write_text(chain(400))
         large.write_text(chain(4000))
-        t_small = in_process(small.read_text(), repeat)
-        t_large = in_process(large.read_text(), repeat)
+        t_small, t_large = in_process([small.read_text(), large.read_text()], 2 * repeat)
         print(f"Growth in-process: 400 layers {t_small * 1000:.1f} ms, 4,000 layers "
               f"{t_large * 1000:.1f} ms -> {t_large / t_small:.1f}x for 10x the layers")
-        p_small = best_of(repeat, [*cnndsl, str(small)])
-        p_large = best_of(repeat, [*cnndsl, str(large)])
+        p_small, p_large = best_of(repeat, [[*cnndsl, str(small)], [*cnndsl, str(large)]])
         print(f"Growth as processes: 400 layers {p_small:.3f} s, 4,000 layers {p_large:.3f} s "
               f"-> {p_large / p_small:.1f}x")
 

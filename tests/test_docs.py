@@ -35,3 +35,15 @@ def test_mnist_example_is_the_one_in_the_design():
     for line in ("conv 16 3x3 stride=2 same relu", "dense 64 relu as FC1",
                  "early_stopping monitor=val_loss patience=2"):
         assert line in text
+
+
+def test_zoo_table_lists_every_example_with_its_totals():
+    zoo = (ROOT / "docs" / "zoo.md").read_text()
+    lines = re.findall(r"^\| `(\w+\.cnn)` \|(.*)$", zoo, re.M)
+    rows = {name: [c.strip() for c in rest.split("|")] for name, rest in lines
+            if rest.count("|") == 8}  # the totals table, not the list of papers
+    assert set(rows) >= {p.name for p in EXAMPLES.glob("*.cnn")}
+    for name, cells in rows.items():
+        totals = analyse((EXAMPLES / name).read_text()).analysis.totals
+        assert cells[4] == f"{totals.params:,}", name
+        assert cells[5] == f"{totals.non_trainable:,}", name

@@ -214,15 +214,28 @@ def train(
     seed: Annotated[int | None, typer.Option("--seed", help="Random seed.")] = None,
     mixed_precision: Annotated[bool, typer.Option(
         "--mixed-precision", help="float16 compute on a GPU (ignored on the CPU).")] = False,
+    strategy: Annotated[str | None, typer.Option(
+        "--strategy", help="auto, one, mirrored or multiworker (TF_CONFIG); see "
+                           "docs/distributed.md.")] = None,
+    devices: Annotated[str | None, typer.Option(
+        "--devices", metavar="LIST",
+        help="Devices to mirror over, e.g. /gpu:0,/gpu:1 (or /cpu:0,/cpu:1).")] = None,
 ) -> int:
     """Build the network in-process with Keras and train it."""
-    from cnndsl.train import train_command
+    from cnndsl.train import EXIT_WORKER_LOST, train_command
 
-    return train_command(
+    code = train_command(
         file, network=network, out=out, resume=resume, data=data,
-        mixed_precision=mixed_precision, dataset=dataset, epochs=epochs, batch=batch, lr=lr,
-        optimizer=optimizer, loss=loss, metrics=metrics, validation_split=validation_split,
-        early_stopping=early_stopping, patience=patience, seed=seed)
+        mixed_precision=mixed_precision, devices=devices, dataset=dataset, epochs=epochs,
+        batch=batch, lr=lr, optimizer=optimizer, loss=loss, metrics=metrics,
+        validation_split=validation_split, early_stopping=early_stopping, patience=patience,
+        seed=seed, strategy=strategy)
+    if code == EXIT_WORKER_LOST:
+        from cnndsl.distribute import rejoin
+
+        rejoin()
+    return code
+
 
 
 @app.command()

@@ -6,6 +6,7 @@ The run folder:
     state.json    the commit point, rewritten after every epoch: epochs done, history,
                   early-stopping state, the checkpoint that holds those epochs' weights
     checkpoint-N.keras  model and optimizer after epoch N (only the latest is kept)
+    checkpoints/ckpt-N  the same as tf.train checkpoints, under `--strategy multiworker`
     best-N.weights.h5   the best weights so far, with `early_stopping restore_best=true`
     history.csv, and at the end model.keras, metrics.json, curves.png, filters.png
 Every file is written to a temporary name and renamed into place, and state.json is
@@ -22,7 +23,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -34,6 +35,7 @@ from cnndsl.train_config import ConfigError, TrainConfig, apply_overrides, valid
 RUN, STATE, HISTORY, MODEL, METRICS = (
     "run.json", "state.json", "history.csv", "model.keras", "metrics.json")
 EXIT_OK, EXIT_ERRORS, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_WORKER_LOST = 75  # EX_TEMPFAIL: a multiworker peer died; the same command continues
 STEPS_PER_EXECUTION = 32  # steps per call into TensorFlow: no Python between those steps
 
 OPTIMIZER_CLASSES = {"adam": "Adam", "adamw": "AdamW", "sgd": "SGD", "rmsprop": "RMSprop",
@@ -115,11 +117,13 @@ class Run:
     config: TrainConfig
     mixed_precision: bool = False
     state: dict[str, Any] = field(default_factory=dict)
+    devices: tuple[str, ...] = ()  # --devices for `mirrored`
+    writes: bool = True  # False on a multiworker worker that is not the chief
 
     def to_json(self) -> dict[str, Any]:
         return {"file": self.file, "network": self.network, "data": self.data,
                 "mixed_precision": self.mixed_precision, "config": self.config.to_json(),
-                "source": self.source}
+                "devices": list(self.devices), "source": self.source}
 
     @staticmethod
     def load(folder: Path) -> Run:
@@ -129,7 +133,8 @@ class Run:
         try:
             return Run(folder, spec["source"], spec["file"], spec["network"], spec["data"],
                        TrainConfig.from_json(spec["config"]),
-                       spec.get("mixed_precision", False), read_json(folder / STATE) or {})
+                       spec.get("mixed_precision", False), read_json(folder / STATE) or {},
+                       tuple(spec.get("devices", ())))
         except (KeyError, TypeError) as err:
             raise Fail(f"`{folder / RUN}` is damaged ({err})") from err
 
@@ -179,24 +184,30 @@ def _new_folder(out: Path | None, network: str) -> Path:
 def train_command(file: Path | None = None, *, network: str | None = None,
                   out: Path | None = None, resume: Path | None = None,
                   data: Path | None = None, mixed_precision: bool = False,
-                  verbose: int | None = None, **overrides: Any) -> int:
+                  devices: str | None = None, verbose: int | None = None,
+                  **overrides: Any) -> int:
     """`cnndsl train FILE [options]` or `cnndsl train --resume DIR [options]`: an exit code.
 
     `overrides` are the train settings given on the command line (None: not given):
     dataset, optimizer, lr, loss, metrics, epochs, batch, validation_split,
-    early_stopping ("off", "on" or "patience=3,monitor=val_loss"), patience, seed.
+    early_stopping ("off", "on" or "patience=3,monitor=val_loss"), patience, seed, strategy.
+    `devices` is `--devices /cpu:0,/cpu:1` for the mirrored strategy.
+    Under `multiworker` every worker runs the same command; only the chief writes the run
+    folder, and a worker that rejoins continues from the last epoch in it.
     """
     try:
         if resume is not None:
             if file is not None:
                 raise Fail("give either a FILE or --resume DIR, not both", EXIT_USAGE)
-            started = _resumed(resume, data, overrides)
+            started = _resumed(resume, data, overrides, devices)
             if started is None:
                 return EXIT_OK
         elif file is None:
             raise Fail("give the .cnn FILE to train (or --resume DIR)", EXIT_USAGE)
         else:
-            started = _started(file, network, out, data, mixed_precision, overrides)
+            started = _started(file, network, out, data, mixed_precision, overrides, devices)
+            if started is None:
+                return EXIT_OK
         return _train(*started, verbose)
     except Fail as err:
         print(f"error: {err.message}", file=sys.stderr)
@@ -223,31 +234,59 @@ def _with_overrides(config: TrainConfig, overrides: Mapping[str, Any]) -> TrainC
 Started = tuple[Run, Any, Any, Any]  # the run, its analysis, prepared data, loaded data
 
 
+def _devices(text: str | None) -> tuple[str, ...]:
+    return tuple(d.strip() for d in text.split(",") if d.strip()) if text else ()
+
+
 def _started(file: Path, network: str | None, out: Path | None, data: Path | None,
-             mixed_precision: bool, overrides: Mapping[str, Any]) -> Started:
+             mixed_precision: bool, overrides: Mapping[str, Any],
+             devices: str | None) -> Started | None:
     source = _read(file)
     analysis, config = analyse_source(source, str(file), network)
     config = _with_overrides(config, overrides)
+    if config.strategy == "multiworker" and (joined := _joins_run(source, out)):
+        return _resumed(joined, data, overrides, devices)
     if out is not None and (out / RUN).exists():
         raise Fail(f"`{out}` already holds a run; continue it with `--resume {out}` or choose "
                    "another --out", EXIT_USAGE)
     # An absolute data path, so that `--resume` works from any folder.
     run = Run(Path(), source, str(file), network, str(data.resolve()) if data else None,
-              config, mixed_precision)
+              config, mixed_precision, devices=_devices(devices), writes=_writes(config))
     prepared, loaded = _load_data(run, analysis)  # a mismatch stops here, before any file
+    if not run.writes:  # a multiworker worker reads the chief's folder, writes nothing there
+        run.folder = Path(out or ".")  # _joins_run insisted on --out
+        return run, analysis, prepared, loaded
     run.folder = _new_folder(out, analysis.graph.network)
     write_json(run.folder / RUN, run.to_json())
     return run, analysis, prepared, loaded
 
 
-def _resumed(folder: Path, data: Path | None, overrides: Mapping[str, Any]) -> Started | None:
+def _joins_run(source: str, out: Path | None) -> Path | None:
+    """Under multiworker every worker runs the same command, so a run of the same file
+    already in `--out` (shared by all workers) is continued, not refused: its folder."""
+    if out is None:
+        raise Fail("`--strategy multiworker` needs `--out DIR`, the same folder (on a shared "
+                   "filesystem) for every worker", EXIT_USAGE)
+    if not (out / RUN).exists():
+        return None
+    if Run.load(out).source != source:
+        raise Fail(f"`{out}` holds a run of another file; choose another --out", EXIT_USAGE)
+    return out
+
+
+def _resumed(folder: Path, data: Path | None, overrides: Mapping[str, Any],
+             devices: str | None = None) -> Started | None:
     """The run to continue, or None (said why) when there is nothing left to train."""
     run = Run.load(folder)
     run.config = _with_overrides(run.config, overrides)
     if data is not None:
         run.data = str(data.resolve())
-    for stale in [*folder.glob(".tmp-*"), *folder.glob(".*.tmp")]:  # left by a killed run
-        stale.unlink(missing_ok=True)
+    if devices is not None:
+        run.devices = _devices(devices)
+    run.writes = _writes(run.config)
+    if run.writes:
+        for stale in [*folder.glob(".tmp-*"), *folder.glob(".*.tmp")]:  # left by a killed run
+            stale.unlink(missing_ok=True)
     done, state = run.state.get("epoch", 0), run.state
     if done >= run.config.epochs or state.get("stopped_early"):
         why = "early stopping ended it" if state.get("stopped_early") else "give a larger --epochs"
@@ -255,8 +294,19 @@ def _resumed(folder: Path, data: Path | None, overrides: Mapping[str, Any]) -> S
         return None
     analysis, _ = analyse_source(run.source, run.file, run.network, show=False)
     prepared, loaded = _load_data(run, analysis)
-    write_json(folder / RUN, run.to_json())  # a longer --epochs holds for later resumes too
+    if run.writes:
+        write_json(folder / RUN, run.to_json())  # a longer --epochs holds for later resumes
     return run, analysis, prepared, loaded
+
+
+def _writes(config: TrainConfig) -> bool:
+    """Whether this process writes the run folder: not a multiworker worker but the chief."""
+    from cnndsl.distribute import StrategyError, is_chief, tf_config
+
+    try:
+        return config.strategy != "multiworker" or is_chief(tf_config())
+    except StrategyError as err:
+        raise Fail(str(err), EXIT_USAGE) from err
 
 
 # ----------------------------------------------------------------------------- training
@@ -274,33 +324,167 @@ def _train(run: Run, analysis: Any, prepared: Any, data: Any, verbose: int | Non
 
     config, state = run.config, run.state
     done = state.get("epoch", 0)
-    keras = _setup(config.seed)
+    if config.strategy == "multiworker":
+        _check_multiworker(run)
+    keras = _import_keras()
+    plan = _plan(run)  # before anything makes TensorFlow initialise its devices
+    keras.utils.set_random_seed(config.seed)
     device = _device(run.mixed_precision)
     print(f"device: {device}", flush=True)
+    print(f"strategy: {plan.describe(config.batch)}", flush=True)
     print(datasets.describe(data), flush=True)
     if done:
-        model = keras.models.load_model(run.folder / state["checkpoint"])
         print(f"resuming `{run.folder}` after epoch {done} of {config.epochs}", flush=True)
-    else:
-        model = _compiled(analysis, config, prepared, run.mixed_precision, keras)
-    fitted = _fit(model, run, prepared, verbose, keras)
+    if plan.name == "multiworker":
+        return _train_multiworker(run, analysis, prepared, data, plan, device, keras)
+    with plan.strategy.scope():  # variables made here are mirrored on every replica
+        if done:
+            model = keras.models.load_model(run.folder / state["checkpoint"])
+        else:
+            model = _compiled(analysis, config, prepared, run.mixed_precision, keras,
+                              plan.global_batch(config.batch), plan.name == "one")
+    fitted = _fit(model, run, prepared, verbose, keras, plan.global_batch(config.batch))
     if fitted.interrupted:
-        _plot_curves(run.folder, fitted.history)
-        epochs = len(fitted.history)
-        print(f"\ninterrupted: {epochs} epoch{'s' * (epochs != 1)} saved in `{run.folder}`; "
-              f"continue with `cnndsl train --resume {run.folder}`", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    metrics = _finish(model, run, prepared, data, fitted, device)
+        return _interrupted(run, fitted)
+    metrics = _finish(model, run, prepared, data, fitted, device, plan,
+                      lambda: evaluate_model(model, prepared, plan.global_batch(config.batch)))
     print(summary(metrics, run.folder))
     return EXIT_OK
 
 
-def _setup(seed: int) -> Any:
-    from cnndsl.runtime import import_keras
+def _interrupted(run: Run, fitted: Fitted) -> int:
+    epochs = len(fitted.history)
+    if run.writes and (run.folder / STATE).exists():
+        # Ctrl-C may land between state.json (the commit point) and history.csv: write the
+        # history of the last committed epoch again, so the two agree.
+        committed = read_json(run.folder / STATE)["history"]
+        write_atomic(run.folder / HISTORY, history_csv(committed))
+        _plot_curves(run.folder, committed)
+        epochs = len(committed)
+    print(f"\ninterrupted: {epochs} epoch{'s' * (epochs != 1)} saved in `{run.folder}`; "
+          f"continue with `cnndsl train --resume {run.folder}`", file=sys.stderr)
+    return EXIT_INTERRUPTED
 
-    keras = import_keras()
+
+def _check_multiworker(run: Run) -> None:
+    """What the multiworker loop does not do yet, refused before any worker waits."""
+    if run.config.early_stopping is not None:
+        raise Fail("early stopping is not available under `--strategy multiworker` yet; "
+                   "give `--early-stopping off`", EXIT_USAGE)
+    if run.mixed_precision:
+        raise Fail("--mixed-precision is not available under `--strategy multiworker` yet",
+                   EXIT_USAGE)
+
+
+def _plan(run: Run) -> Any:
+    from cnndsl.distribute import StrategyError, choose
+
+    try:
+        return choose(run.config.strategy, run.devices)
+    except StrategyError as err:
+        raise Fail(str(err), EXIT_USAGE) from err
+
+
+def _train_multiworker(run: Run, analysis: Any, prepared: Any, data: Any, plan: Any,
+                       device: str, keras: Any) -> int:
+    """MultiWorkerMirroredStrategy through distribute.Loop (Keras 3's fit cannot run it).
+    Every worker runs every step and checkpoint; only the chief keeps what they write."""
+    import shutil
+
+    from cnndsl import distribute
+    from cnndsl.runtime import build_model
+
+    config = run.config
+    scratch = None if run.writes else _scratch(run.folder)
+    try:
+        with plan.strategy.scope():
+            model = build_model(analysis)
+            optimizer = _optimizer(config, keras)
+            optimizer.build(model.trainable_variables)
+            model.compile(optimizer=optimizer, loss=prepared.loss)  # saved with model.keras
+        loop = distribute.Loop(plan, model, optimizer, prepared.loss, config.batch)
+        checkpoints = distribute.Checkpoints(model, optimizer,
+                                             scratch or run.folder / "checkpoints")
+        # Read again now that every worker has joined: no worker of the old cluster is left
+        # to commit an epoch, so all of them resume from the same one.
+        run.state = read_json(run.folder / STATE) or {}
+        if run.state.get("epoch"):
+            checkpoints.restore(run.folder / run.state["checkpoint"])
+        fitted = _loop_epochs(run, loop, checkpoints, prepared)
+        if fitted.interrupted:
+            return _interrupted(run, fitted)
+        scores = loop.evaluate(prepared.x_test, prepared.y_test)
+        if not run.writes:
+            print(f"worker done: test accuracy {scores['accuracy']:.2%}; the chief writes "
+                  f"`{run.folder}`")
+            return EXIT_OK
+        metrics = _finish(model, run, prepared, data, fitted, device, plan, lambda: scores)
+        print(summary(metrics, run.folder))
+        return EXIT_OK
+    except distribute.WorkerLost as err:
+        print(f"error: a worker was lost ({err}); run the same command again on every "
+              "lost worker: training continues from the last finished epoch", file=sys.stderr)
+        return EXIT_WORKER_LOST
+    finally:
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _scratch(folder: Path) -> Path:
+    """A non-chief worker's checkpoint folder, in the temporary folder: named by the run
+    and the task, so that a worker restarted after SIGKILL clears what it left behind."""
+    import hashlib
+    import shutil
+    import tempfile
+
+    from cnndsl.distribute import tf_config
+
+    task = tf_config().get("task") or {}
+    key = hashlib.sha1(str(folder.resolve()).encode()).hexdigest()[:12]
+    path = Path(tempfile.gettempdir()) / (
+        f"cnndsl-worker-{key}-{task.get('type', 'worker')}-{task.get('index', 0)}")
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    return path
+
+
+def _loop_epochs(run: Run, loop: Any, checkpoints: Any, prepared: Any) -> Fitted:
+    """The epochs still to run, each committed (checkpoint, then state.json) by the chief."""
+    config = run.config
+    history = list(run.state.get("history", []))[:run.state.get("epoch", 0)]
+    seconds = list(run.state.get("seconds", []))[:len(history)]
+    n_val = int(len(prepared.x_train) * config.validation_split)  # the last rows, as Keras
+    n_fit = len(prepared.x_train) - n_val
+    try:
+        for epoch in range(len(history), config.epochs):
+            started = time.perf_counter()
+            row = loop.train_epoch(prepared.x_train[:n_fit], prepared.y_train[:n_fit],
+                                   config.seed + epoch)
+            if n_val:
+                scores = loop.evaluate(prepared.x_train[n_fit:], prepared.y_train[n_fit:])
+                row |= {f"val_{k}": v for k, v in scores.items()}
+            seconds.append(time.perf_counter() - started)
+            history.append({"epoch": epoch + 1, **row, "seconds": round(seconds[-1], 3)})
+            path = Path(checkpoints.save(epoch + 1))
+            print(f"epoch {epoch + 1}/{config.epochs}: "
+                  + ", ".join(f"{k} {v:.4f}" for k, v in row.items()), flush=True)
+            if run.writes:
+                _commit_state(run.folder, history, seconds, f"checkpoints/{path.name}")
+    except KeyboardInterrupt:
+        return Fitted(history, seconds, interrupted=True)
+    return Fitted(history, seconds)
+
+
+def _setup(seed: int) -> Any:
+    keras = _import_keras()
     keras.utils.set_random_seed(seed)
     return keras
+
+
+def _import_keras() -> Any:
+    from cnndsl.runtime import import_keras
+
+    return import_keras()
 
 
 def _load_data(run: Run, analysis: Any) -> tuple[Any, Any]:
@@ -334,20 +518,27 @@ def _device(mixed_precision: bool) -> str:
 
 
 def _compiled(analysis: Any, config: TrainConfig, prepared: Any, mixed: bool,
-              keras: Any) -> Any:
+              keras: Any, batch: int, several_steps: bool = True) -> Any:
+    """`several_steps`: steps_per_execution > 1, which MirroredStrategy cannot run (Keras
+    3.15 feeds its loop a placeholder it never fills)."""
     from cnndsl.runtime import build_model
 
     model = build_model(analysis, "float32" if mixed else None)
+    optimizer = _optimizer(config, keras)
+    steps = -(-round(len(prepared.x_train) * (1 - config.validation_split)) // batch)
+    model.compile(optimizer=optimizer, loss=prepared.loss, metrics=_metrics(config, keras),
+                  steps_per_execution=max(1, min(STEPS_PER_EXECUTION, steps))
+                  if several_steps else 1)
+    return model
+
+
+def _optimizer(config: TrainConfig, keras: Any) -> Any:
     options = dict(config.optimizer_options)
     try:
-        optimizer = getattr(keras.optimizers, OPTIMIZER_CLASSES[config.optimizer])(**options)
+        return getattr(keras.optimizers, OPTIMIZER_CLASSES[config.optimizer])(**options)
     except (TypeError, ValueError) as err:
         raise Fail(f"optimizer `{config.optimizer}` refuses these options "
                    f"({', '.join(options)}): {err}", EXIT_USAGE) from err
-    steps = -(-round(len(prepared.x_train) * (1 - config.validation_split)) // config.batch)
-    model.compile(optimizer=optimizer, loss=prepared.loss, metrics=_metrics(config, keras),
-                  steps_per_execution=max(1, min(STEPS_PER_EXECUTION, steps)))
-    return model
 
 
 def _metrics(config: TrainConfig, keras: Any) -> list[Any]:
@@ -419,22 +610,30 @@ def _commit(model: Any, folder: Path, history: list[dict[str, Any]], seconds: li
             keep.add(best_weights)
             if early.best_epoch == epoch - 1:
                 save_weights(model, folder / best_weights)
-    write_json(folder / STATE, {"epoch": epoch, "checkpoint": checkpoint, "history": history,
-                                "seconds": seconds, "early_stopping": es_state, "done": False})
-    write_atomic(folder / HISTORY, history_csv(history))
+    _commit_state(folder, history, seconds, checkpoint, es_state)
     for old in [*folder.glob("checkpoint-*.keras"), *folder.glob("best-*.weights.h5")]:
         if old.name not in keep:
             old.unlink(missing_ok=True)
 
 
-def _fit(model: Any, run: Run, prepared: Any, verbose: int | None, keras: Any) -> Fitted:
+def _commit_state(folder: Path, history: list[dict[str, Any]], seconds: list[float],
+                  checkpoint: str, es_state: dict[str, Any] | None = None) -> None:
+    """state.json, the commit point, names a checkpoint already on disk; then history.csv."""
+    write_json(folder / STATE, {"epoch": len(history), "checkpoint": checkpoint,
+                                "history": history, "seconds": seconds,
+                                "early_stopping": es_state, "done": False})
+    write_atomic(folder / HISTORY, history_csv(history))
+
+
+def _fit(model: Any, run: Run, prepared: Any, verbose: int | None, keras: Any,
+         batch: int) -> Fitted:
     config = run.config
     history = list(run.state.get("history", []))
     seconds = list(run.state.get("seconds", []))
     if verbose is None:
         verbose = 1 if sys.stdout.isatty() else 2
     try:
-        model.fit(prepared.x_train, prepared.y_train, batch_size=config.batch,
+        model.fit(prepared.x_train, prepared.y_train, batch_size=batch,
                   epochs=config.epochs, initial_epoch=len(history),
                   validation_split=config.validation_split, shuffle=True, verbose=verbose,
                   callbacks=_callbacks(run, keras, history, seconds))
@@ -471,13 +670,13 @@ def _draw(folder: Path, history: list[dict[str, Any]], kernel: tuple[Any, str] |
                       f"{weights.shape[1]} kernels (input channel 0)")
 
 
-def _finish(model: Any, run: Run, prepared: Any, data: Any, fitted: Fitted,
-            device: str) -> dict[str, Any]:
+def _finish(model: Any, run: Run, prepared: Any, data: Any, fitted: Fitted, device: str,
+            plan: Any, evaluate: Callable[[], dict[str, float]]) -> dict[str, Any]:
     # The plots are drawn while TensorFlow evaluates (it releases the GIL): the end of a
     # run costs the longer of the two, not their sum.
     drawing = concurrent.futures.ThreadPoolExecutor(1)
     pictures = drawing.submit(_draw, run.folder, fitted.history, _first_conv_kernel(model))
-    scores = evaluate_model(model, prepared, run.config.batch)
+    scores = evaluate()
     save_model(model, run.folder / MODEL)
     metrics = {
         "test_accuracy": scores.get("accuracy"),
@@ -487,6 +686,11 @@ def _finish(model: Any, run: Run, prepared: Any, data: Any, fitted: Fitted,
         "params": int(model.count_params()),
         "dataset": data.name,
         "device": device,
+        "strategy": plan.name,
+        "replicas": plan.replicas,
+        "workers": plan.workers,
+        "batch_per_replica": run.config.batch,
+        "global_batch": plan.global_batch(run.config.batch),
         "train_images": len(prepared.x_train),
         "test_images": len(prepared.x_test),
         "loss": prepared.loss,
@@ -512,6 +716,17 @@ def evaluate_model(model: Any, prepared: Any, batch: int) -> dict[str, float]:
     return renamed
 
 
+def _from_tf_checkpoint(analysis: Any, path: Path) -> Any:
+    """The model of a multiworker checkpoint (tf.train format: weights, no architecture)."""
+    import tensorflow as tf
+
+    from cnndsl.runtime import build_model
+
+    model = build_model(analysis)
+    tf.train.Checkpoint(model=model).restore(str(path)).expect_partial()
+    return model
+
+
 def summary(metrics: Mapping[str, Any], folder: Path) -> str:
     acc = metrics.get("test_accuracy")
     rows = [
@@ -520,6 +735,10 @@ def summary(metrics: Mapping[str, Any], folder: Path) -> str:
         ("epochs run", str(metrics["epochs"])),
         ("seconds per epoch", f"{metrics['seconds_per_epoch']:.2f}"),
         ("params", f"{metrics['params']:,}"),
+        ("strategy", f"{metrics['strategy']}, {metrics['replicas']} replica"
+                     f"{'s' * (metrics['replicas'] != 1)}"),
+        ("batch", f"{metrics['global_batch']} global = {metrics['batch_per_replica']} per "
+                  f"replica x {metrics['replicas']}"),
         ("run folder", f"{folder}{os.sep}"),
     ]
     width = max(len(k) for k, _ in rows)
@@ -549,7 +768,8 @@ def evaluate_command(folder: Path, *, data: Path | None = None,
         analysis, _ = analyse_source(run.source, run.file, run.network, show=False)
         prepared, loaded = _load_data(run, analysis)
         keras = _setup(run.config.seed)
-        model = keras.models.load_model(path)
+        model = (keras.models.load_model(path) if path.suffix == ".keras"
+                 else _from_tf_checkpoint(analysis, path))
         # The data given now may label classes differently (one-hot or not): compile anew.
         model.compile(loss=prepared.loss, metrics=_metrics(run.config, keras))
         scores = evaluate_model(model, prepared, run.config.batch)

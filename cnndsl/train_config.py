@@ -36,6 +36,8 @@ METRICS = ("accuracy", "top_k_categorical_accuracy", "sparse_top_k_categorical_a
            "mse", "mae", "auc", "precision", "recall")
 EARLY_STOPPING_OPTIONS = ("monitor", "patience", "min_delta", "restore_best")
 MONITORS = ("val_loss", "val_accuracy", "loss", "accuracy")
+# tf.distribute strategies (cnndsl/distribute.py); `auto` mirrors over several GPUs.
+STRATEGIES = ("auto", "one", "mirrored", "multiworker")
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,7 @@ class TrainConfig:
     validation_split: float = 0.0
     early_stopping: EarlyStopping | None = None
     seed: int = 42
+    strategy: str = "auto"
 
     @property
     def learning_rate(self) -> float | None:
@@ -232,6 +235,7 @@ _ENTRIES: dict[str, Callable[[TrainEntry], dict[str, Any]]] = {
         _one(e), "`validation_split`", 0.0, 1.0)},
     "early_stopping": _early_stopping,
     "seed": lambda e: {"seed": _count(_one(e), "`seed`", 0)},
+    "strategy": lambda e: {"strategy": _name(_one(e), "strategy", STRATEGIES)},
 }
 KEYS = tuple(_ENTRIES)
 
@@ -303,7 +307,7 @@ def apply_overrides(config: TrainConfig, overrides: Mapping[str, Any]) -> TrainC
             changes["metrics"] = tuple(_name(n.strip(), "metric", METRICS) for n in names)
         elif key in _ENTRIES:
             if isinstance(value, str):
-                value = _parse_number(value) if key != "dataset" else value
+                value = _parse_number(value) if key not in ("dataset", "strategy") else value
             values = (Word(value) if isinstance(value, str) else value,)
             update = _ENTRIES[key](TrainEntry(key, values, {}, Span.point(1, 1)))
             if key == "optimizer":  # a new optimizer keeps the options it also takes (lr)

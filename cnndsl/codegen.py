@@ -26,10 +26,8 @@ from __future__ import annotations
 
 import builtins
 import keyword
-import os
 import re
 import sys
-import tempfile
 import textwrap
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -39,6 +37,7 @@ from typing import Any
 from cnndsl import __version__, ast
 from cnndsl.diagnostics import CnnError, Diagnostic
 from cnndsl.elaborate import Elaborator
+from cnndsl.files import write_atomic
 from cnndsl.infer import Analysis
 from cnndsl.ops import OPS
 from cnndsl.ops.base import KerasLayer, Op
@@ -830,20 +829,6 @@ def generate(source: str, filename: str, network: str | None = None,
 
 
 # ----------------------------------------------------------------------------- the command
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write to a temporary file beside `path`, then rename it into place."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def build_command(file: Path, out: str | None, network: str | None) -> int:

@@ -11,7 +11,6 @@ layers whose shape an error left unknown are grey and dashed.
 from __future__ import annotations
 
 import html
-import os
 import re
 import shutil
 import sys
@@ -24,6 +23,7 @@ from typing import Any
 import graphviz
 
 from cnndsl.diagnostics import ERROR, Diagnostic, Renderer
+from cnndsl.files import write_atomic
 from cnndsl.graph import Scope
 from cnndsl.infer import Analysis, Layer
 from cnndsl.ops.base import fmt_shape
@@ -473,16 +473,6 @@ def _error(message: str) -> None:
     print(f"error: {message}", file=sys.stderr)
 
 
-def _write(out: Path, data: bytes) -> None:
-    """Write atomically: a temporary file beside the target, then a rename."""
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def output_format(out: Path, fmt: str | None) -> str | None:
     """The format to write: `--format`, else the extension (`.gv` is dot); None if unknown."""
     name = (fmt or out.suffix.lstrip(".")).lower()
@@ -535,7 +525,7 @@ def draw_command(file: Path, out: Path, network: str | None, rankdir: str, colla
         _error(f"Graphviz failed: {stderr[-1] if stderr else err}")
         return EXIT_INTERNAL
     try:
-        _write(out, data)
+        write_atomic(out, data)
     except OSError as err:
         _error(f"cannot write `{out}`: {err.strerror or err}")
         return EXIT_USAGE

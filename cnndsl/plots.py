@@ -7,12 +7,13 @@ and no display; each figure renders to PNG through Agg, safe to draw in a worker
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from cnndsl.files import replacing
 
 
 def _figure(**kwargs: Any) -> Any:
@@ -22,10 +23,8 @@ def _figure(**kwargs: Any) -> Any:
 
 
 def _save(fig: Any, path: Path) -> None:
-    """Atomically: a reader never sees half a PNG."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
-    os.replace(tmp, path)
+    with replacing(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
 
 
 def curves(history: Sequence[Mapping[str, float]], path: Path) -> None:

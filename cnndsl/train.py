@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from cnndsl.diagnostics import Diagnostic, Renderer, has_errors, sort_key
+from cnndsl.files import replacing, write_atomic
 from cnndsl.train_config import ConfigError, TrainConfig, apply_overrides, validate_train
 
 RUN, STATE, HISTORY, MODEL, METRICS = (
@@ -59,15 +60,6 @@ def note(message: str) -> None:
 # ----------------------------------------------------------------------------- files
 
 
-def write_atomic(path: Path, data: bytes | str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data.encode() if isinstance(data, str) else data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def write_json(path: Path, data: Any) -> None:
     write_atomic(path, json.dumps(data, indent=2) + "\n")
 
@@ -82,15 +74,13 @@ def read_json(path: Path) -> Any:
 
 
 def save_model(model: Any, path: Path) -> None:
-    tmp = path.with_name(f".tmp-{path.name}")  # Keras insists on the .keras ending
-    model.save(tmp)
-    os.replace(tmp, path)
+    with replacing(path) as tmp:
+        model.save(tmp)
 
 
 def save_weights(model: Any, path: Path) -> None:
-    tmp = path.with_name(f".tmp-{path.name}")  # Keras insists on the .weights.h5 ending
-    model.save_weights(tmp)
-    os.replace(tmp, path)
+    with replacing(path) as tmp:
+        model.save_weights(tmp)
 
 
 def history_csv(rows: list[Mapping[str, Any]]) -> str:

@@ -277,6 +277,7 @@ def _resumed(folder: Path, data: Path | None, overrides: Mapping[str, Any],
     if run.writes:
         for stale in [*folder.glob(".tmp-*"), *folder.glob(".*.tmp")]:  # left by a killed run
             stale.unlink(missing_ok=True)
+        _sync_history(folder)
     done, state = run.state.get("epoch", 0), run.state
     if done >= run.config.epochs or state.get("stopped_early"):
         why = "early stopping ended it" if state.get("stopped_early") else "give a larger --epochs"
@@ -342,13 +343,18 @@ def _train(run: Run, analysis: Any, prepared: Any, data: Any, verbose: int | Non
     return EXIT_OK
 
 
+def _sync_history(folder: Path) -> list[dict[str, Any]]:
+    """history.csv written again from state.json, the commit point: a kill or Ctrl-C can
+    land between the two writes, leaving history.csv one epoch behind."""
+    committed = (read_json(folder / STATE) or {}).get("history", [])
+    write_atomic(folder / HISTORY, history_csv(committed))
+    return committed
+
+
 def _interrupted(run: Run, fitted: Fitted) -> int:
     epochs = len(fitted.history)
     if run.writes and (run.folder / STATE).exists():
-        # Ctrl-C may land between state.json (the commit point) and history.csv: write the
-        # history of the last committed epoch again, so the two agree.
-        committed = read_json(run.folder / STATE)["history"]
-        write_atomic(run.folder / HISTORY, history_csv(committed))
+        committed = _sync_history(run.folder)
         _plot_curves(run.folder, committed)
         epochs = len(committed)
     print(f"\ninterrupted: {epochs} epoch{'s' * (epochs != 1)} saved in `{run.folder}`; "

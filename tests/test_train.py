@@ -294,7 +294,8 @@ def test_sigkill_mid_run_then_resume_loses_and_repeats_no_epoch(tiny, tmp_path, 
     proc.wait(timeout=30)
     done = json.loads((run / "state.json").read_text())["epoch"]
     assert 3 <= done < 25, "the process must die mid-run"
-    assert history_epochs(run) == list(range(1, done + 1))
+    # state.json is the commit point; the kill may land before history.csv follows it
+    assert history_epochs(run) in (list(range(1, done)), list(range(1, done + 1)))
     assert not (run / "model.keras").exists()
 
     assert evaluate_command(run) == 0  # an unfinished run evaluates its last checkpoint

@@ -9,8 +9,26 @@ from pathlib import Path
 
 import pytest
 
+from cnndsl.parser import parse
+
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
+
+
+def example_networks() -> list[tuple[Path, str | None]]:
+    """Every network of every example: `(file, None)` for a file with one network, and
+    `(file, name)` for each network of a family file (`resnet.cnn`: resnet50, resnet101...)."""
+    found = []
+    for path in sorted(EXAMPLES.glob("*.cnn")):
+        program, _ = parse(path.read_text())
+        names = [net.name.id for net in program.networks]
+        found += [(path, None)] if len(names) == 1 else [(path, name) for name in names]
+    return found
+
+
+def network_id(case: tuple[Path, str | None]) -> str:
+    path, network = case
+    return path.name if network is None else f"{path.name}:{network}"
 
 
 def run_cnndsl(*args: str, cwd: Path | None = None, env: dict | None = None

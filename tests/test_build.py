@@ -12,14 +12,14 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import EXAMPLES, ROOT
+from conftest import EXAMPLES, ROOT, example_networks, network_id
 
 from cnndsl import report
 from cnndsl.codegen import build_command, generate, identifier, literal, string_literal
 from cnndsl.pipeline import analyse
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-EXAMPLE_FILES = sorted(EXAMPLES.glob("*.cnn"))
+EXAMPLE_NETWORKS = example_networks()
 
 
 @pytest.fixture(scope="module")
@@ -91,22 +91,24 @@ def assert_matches_check(keras, model, source: str, network: str | None = None) 
 # ----------------------------------------------------------------------------- every example
 
 
-@pytest.mark.parametrize("example", EXAMPLE_FILES, ids=lambda p: p.name)
-def test_example_model_matches_check(example, tmp_path, keras):
+@pytest.mark.parametrize("case", EXAMPLE_NETWORKS, ids=network_id)
+def test_example_model_matches_check(case, tmp_path, keras):
+    example, network = case
     source = example.read_text()
-    module = load_module(build(tmp_path, source, example.name))
+    module = load_module(build(tmp_path, source, example.name, network=network))
     keras.backend.clear_session()
     model = module.build_model()
     assert isinstance(model, keras.Model)
-    assert_matches_check(keras, model, source)
+    assert_matches_check(keras, model, source, network)
     keras.backend.clear_session()
 
 
 def test_generated_code_passes_ruff(tmp_path):
-    for example in EXAMPLE_FILES:
-        build(tmp_path, example.read_text(), example.name)
+    for example, network in EXAMPLE_NETWORKS:
+        name = example.name if network is None else f"{example.stem}_{network}.cnn"
+        build(tmp_path, example.read_text(), name, network=network)
     files = sorted(str(p) for p in tmp_path.glob("*.py"))
-    assert len(files) == len(EXAMPLE_FILES)
+    assert len(files) == len(EXAMPLE_NETWORKS)
     for args in (["format", "--isolated", "--check"], ["check", "--isolated"],
                  ["check", "--isolated", "--select", "E,F,W,I,B,UP,SIM,RUF",
                   "--line-length", "88"]):

@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import EXAMPLES, ROOT, run_cnndsl
+from conftest import EXAMPLES, ROOT, example_networks, network_id, run_cnndsl
 
 LAYER_KEYS = {"name", "op", "keras", "scope", "output_shape", "params", "trainable_params",
               "macs", "receptive_field", "line"}
@@ -19,9 +19,10 @@ def check_json(path) -> tuple[dict, int]:
     return json.loads(proc.stdout), proc.returncode
 
 
-@pytest.mark.parametrize("example", sorted(EXAMPLES.glob("*.cnn")), ids=lambda p: p.name)
-def test_examples_check_clean(example):
-    proc = run_cnndsl("check", str(example))
+@pytest.mark.parametrize("case", example_networks(), ids=network_id)
+def test_examples_check_clean(case):
+    example, network = case
+    proc = run_cnndsl("check", str(example), *(["--network", network] if network else []))
     assert proc.returncode == 0, proc.stderr
     assert "Total params:" in proc.stdout
     assert "\033[" not in proc.stdout  # NO_COLOR and a pipe: plain text

@@ -9,14 +9,14 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import keras
 import pytest
-from conftest import EXAMPLES
+from conftest import EXAMPLES, example_networks, network_id
 
 from cnndsl.pipeline import analyse
 from cnndsl.runtime import build_model, node_layers
 
 
-def analysed(source: str):
-    result = analyse(source)
+def analysed(source: str, network: str | None = None):
+    result = analyse(source, network)
     assert result.ok, result.diagnostics
     return result.analysis
 
@@ -38,9 +38,10 @@ def assert_matches(analysis) -> None:
     keras.backend.clear_session()
 
 
-@pytest.mark.parametrize("path", sorted(EXAMPLES.glob("*.cnn")), ids=lambda p: p.stem)
-def test_every_example_builds_exactly_as_checked(path):
-    assert_matches(analysed(path.read_text()))
+@pytest.mark.parametrize("case", example_networks(), ids=network_id)
+def test_every_example_builds_exactly_as_checked(case):
+    path, network = case
+    assert_matches(analysed(path.read_text(), network))
 
 
 def test_explicit_padding_merges_and_blocks():

@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import EXAMPLES, ROOT
+from conftest import EXAMPLES, ROOT, example_networks
 
 from cnndsl.diagnostics import ERROR, WARNING, Renderer
 from cnndsl.pipeline import analyse
@@ -47,8 +47,8 @@ def test_the_mnist_example_reads_as_the_seed_trains_it():
 
 
 def test_every_example_train_section_is_valid():
-    for path in sorted(EXAMPLES.glob("*.cnn")):
-        result = analyse(path.read_text())
+    for path, network in example_networks():
+        result = analyse(path.read_text(), network)
         assert validate_train(result.analysis.graph.train)[1] == [], path
 
 

@@ -1,60 +1,148 @@
-"""The model zoo equals Keras: every example that mirrors a keras.applications model has
-the same totals, output shape, and weight-bearing layers (shape and parameter count)."""
+"""The model zoo equals Keras: every example network that mirrors a keras.applications
+constructor has the same total, trainable and non-trainable parameters, output shape and
+MACs, and the same weight-bearing layers (output shape, trainable and non-trainable
+parameters, MACs), as the Keras model built with `weights=None`.
+
+Which network mirrors which constructor is written in the examples themselves, on the line
+above the network: `# = keras.applications.ResNet101(weights=None)`. Each Keras model is
+built once per session; Keras MACs come from the Keras layers' own kernel shapes and output
+shapes, by the formulas of tests/test_ops_keras.py.
+"""
 
 from __future__ import annotations
 
+import functools
+import math
 import os
-
-import numpy as np
-import pytest
-from conftest import EXAMPLES
-
-from cnndsl.pipeline import analyse
+import re
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-ZOO = {
-    "vgg16.cnn": "VGG16",
-    "resnet50.cnn": "ResNet50",
-    "inception_v3.cnn": "InceptionV3",
-    "densenet121.cnn": "DenseNet121",
-    "mobilenet_v2.cnn": "MobileNetV2",
+import pytest
+from conftest import EXAMPLES
+from test_ops_keras import Step, keras_macs
+
+from cnndsl.pipeline import analyse
+from cnndsl.report import human
+
+TWIN = re.compile(r"^# = keras\.applications\.(\w+)\(weights=None\)\nnetwork (\w+) \{", re.M)
+
+
+def keras_twins() -> list[tuple[str, str, str]]:
+    """(constructor, example file, network) for every network marked as a Keras twin."""
+    return [(constructor, path.name, network)
+            for path in sorted(EXAMPLES.glob("*.cnn"))
+            for constructor, network in TWIN.findall(path.read_text())]
+
+
+TWINS = keras_twins()
+
+# The constructors this branch proves; a family file that loses its marker fails here.
+PROVED = {
+    "VGG16", "VGG19", "ResNet50", "ResNet101", "ResNet152", "ResNet50V2", "ResNet101V2",
+    "ResNet152V2", "DenseNet121", "DenseNet169", "DenseNet201", "InceptionV3",
+    "InceptionResNetV2", "Xception", "MobileNet", "MobileNetV2",
 }
+# Keras models that take the longest to build (several seconds each on 2 cores).
+SLOW = {"DenseNet169", "DenseNet201", "InceptionResNetV2", "ResNet152", "ResNet152V2"}
 
 
-def _size(weights) -> int:
-    return int(sum(np.prod(w.shape) for w in weights))
+def _count(weights) -> int:
+    return sum(math.prod(w.shape) for w in weights)
 
 
-def keras_summary(name: str) -> dict:
+@functools.lru_cache(maxsize=None)
+def keras_summary(constructor: str) -> dict:
+    """The Keras model's figures; the model itself is dropped once they are read."""
     import keras
 
     keras.backend.clear_session()
-    model = getattr(keras.applications, name)(weights=None)
-    layers = sorted((tuple(layer.output.shape[1:]), layer.count_params())
-                    for layer in model.layers if layer.count_params())
-    return {"trainable": _size(model.trainable_weights),
-            "non_trainable": _size(model.non_trainable_weights),
-            "output": tuple(model.output.shape[1:]), "layers": layers}
+    model = getattr(keras.applications, constructor)(weights=None)
+    layers = []
+    for layer in model.layers:
+        if not layer.weights:
+            continue
+        output = tuple(layer.output.shape)
+        layers.append((output[1:], _count(layer.trainable_weights),
+                       _count(layer.non_trainable_weights),
+                       keras_macs(Step(layer, None, output))))
+    summary = {"trainable": _count(model.trainable_weights),
+               "non_trainable": _count(model.non_trainable_weights),
+               "input": tuple(model.inputs[0].shape[1:]),
+               "output": tuple(model.outputs[0].shape[1:]),
+               "macs": sum(layer[3] for layer in layers), "layers": sorted(layers)}
+    del model
+    keras.backend.clear_session()
+    return summary
 
 
-def cnndsl_summary(path) -> dict:
-    result = analyse(path.read_text())
+def cnndsl_summary(example: str, network: str | None = None) -> dict:
+    result = analyse((EXAMPLES / example).read_text(), network)
     assert result.ok, result.diagnostics
     a = result.analysis
-    layers = sorted((layer.shape, layer.params) for layer in a.layers if layer.params)
+    layers = sorted((layer.shape, layer.trainable, layer.non_trainable, layer.macs)
+                    for layer in a.layers if layer.params)
     return {"trainable": a.totals.trainable, "non_trainable": a.totals.non_trainable,
-            "output": a.output_shape, "layers": layers}
+            "input": a.input_shape, "output": a.output_shape, "macs": a.totals.macs,
+            "layers": layers}
 
 
-@pytest.mark.parametrize("example", sorted(ZOO), ids=lambda e: e.removesuffix(".cnn"))
-def test_zoo_equals_keras_applications(example):
-    ours = cnndsl_summary(EXAMPLES / example)
-    theirs = keras_summary(ZOO[example])
-    assert ours["output"] == theirs["output"]
+def _param(twin):
+    constructor, example, network = twin
+    marks = [pytest.mark.slow] if constructor in SLOW else []
+    return pytest.param(twin, marks=marks, id=f"{constructor}-{example}:{network}")
+
+
+def test_every_proved_constructor_has_a_twin():
+    import keras
+
+    constructors = {c for c, _, _ in TWINS}
+    assert constructors >= PROVED, sorted(PROVED - constructors)
+    assert constructors <= set(dir(keras.applications)), constructors
+    assert len(TWINS) == len(set(TWINS))
+
+
+@pytest.mark.parametrize("twin", [_param(t) for t in TWINS])
+def test_zoo_equals_keras_applications(twin):
+    constructor, example, network = twin
+    ours = cnndsl_summary(example, network)
+    theirs = keras_summary(constructor)
+    assert (ours["input"], ours["output"]) == (theirs["input"], theirs["output"])
     assert (ours["trainable"], ours["non_trainable"]) == (
         theirs["trainable"], theirs["non_trainable"])
-    assert ours["layers"] == theirs["layers"]
+    assert len(ours["layers"]) == len(theirs["layers"])
+    for mine, keras_layer in zip(ours["layers"], theirs["layers"], strict=True):
+        assert mine == keras_layer  # (output shape, trainable, non-trainable, MACs)
+    assert ours["macs"] == theirs["macs"]
+
+
+@pytest.mark.parametrize("twin", TWINS, ids=lambda t: f"{t[1]}:{t[2]}")
+def test_zoo_headers_state_check_totals(twin):
+    """Each family file's header states each network's totals as `check` prints them."""
+    _, example, network = twin
+    text = (EXAMPLES / example).read_text()
+    header = text[:text.index("\nblock ") if "\nblock " in text else text.index("\nnetwork ")]
+    ours = cnndsl_summary(example, network)
+    total = ours["trainable"] + ours["non_trainable"]
+    lines = [line for line in header.splitlines() if f"{total:,} params" in line]
+    assert len(lines) == 1, (network, f"{total:,} params")
+    if ours["non_trainable"]:
+        assert f"({ours['trainable']:,} trainable, {ours['non_trainable']:,} non-trainable)" \
+            in lines[0]
+    else:
+        assert "all trainable" in lines[0]
+    assert f"; {human(ours['macs'])} MACs." in lines[0]
+
+
+@pytest.mark.parametrize("single, family, network", [
+    ("vgg16.cnn", "vgg.cnn", "vgg16"),
+    ("resnet50.cnn", "resnet.cnn", "resnet50"),
+    ("densenet121.cnn", "densenet.cnn", "densenet121"),
+])
+def test_single_network_files_equal_their_family(single, family, network):
+    """vgg16.cnn, resnet50.cnn, densenet121.cnn stay (the docs and tests cite them) and
+    build the same layers as their network in the family file."""
+    assert cnndsl_summary(single) == cnndsl_summary(family, network)
 
 
 PAPER_TOTALS = {  # the totals each paper-only example states in its header
@@ -66,7 +154,7 @@ PAPER_TOTALS = {  # the totals each paper-only example states in its header
 @pytest.mark.parametrize("example", sorted(PAPER_TOTALS))
 def test_paper_examples_state_their_totals(example):
     text = (EXAMPLES / example).read_text()
-    total = cnndsl_summary(EXAMPLES / example)["trainable"]
+    total = cnndsl_summary(example)["trainable"]
     assert total == PAPER_TOTALS[example]
     assert f"{total:,} params" in text
 

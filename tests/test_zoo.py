@@ -4,7 +4,9 @@ MACs, and the same weight-bearing layers (output shape, trainable and non-traina
 parameters, MACs), as the Keras model built with `weights=None`.
 
 Which network mirrors which constructor is written in the examples themselves, on the line
-above the network: `# = keras.applications.ResNet101(weights=None)`. Each Keras model is
+above the network: `# = keras.applications.ResNet101(weights=None)`, with
+`input_shape=(224, 224, 3)` added where Keras leaves the input's height and width unknown
+(MobileNetV3; the default model must then have the same weights). Each Keras model is
 built once per session; Keras MACs come from the Keras layers' own kernel shapes and output
 shapes, by the formulas of tests/test_ops_keras.py.
 """
@@ -15,6 +17,7 @@ import functools
 import math
 import os
 import re
+from typing import NamedTuple
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -25,14 +28,25 @@ from test_ops_keras import Step, keras_macs
 from cnndsl.pipeline import analyse
 from cnndsl.report import human
 
-TWIN = re.compile(r"^# = keras\.applications\.(\w+)\(weights=None\)\nnetwork (\w+) \{", re.M)
+TWIN = re.compile(r"^# = keras\.applications\.(\w+)\(weights=None"
+                  r"(?:, input_shape=\((\d+), (\d+), (\d+)\))?\)\nnetwork (\w+) \{", re.M)
 
 
-def keras_twins() -> list[tuple[str, str, str]]:
-    """(constructor, example file, network) for every network marked as a Keras twin."""
-    return [(constructor, path.name, network)
-            for path in sorted(EXAMPLES.glob("*.cnn"))
-            for constructor, network in TWIN.findall(path.read_text())]
+class Twin(NamedTuple):
+    constructor: str
+    example: str
+    network: str
+    input_shape: tuple[int, ...] | None  # None: the constructor's default input
+
+
+def keras_twins() -> list[Twin]:
+    """Every network marked as a Keras twin, with the Keras call it mirrors."""
+    twins = []
+    for path in sorted(EXAMPLES.glob("*.cnn")):
+        for constructor, h, w, c, network in TWIN.findall(path.read_text()):
+            shape = (int(h), int(w), int(c)) if h else None
+            twins.append(Twin(constructor, path.name, network, shape))
+    return twins
 
 
 TWINS = keras_twins()
@@ -41,7 +55,8 @@ TWINS = keras_twins()
 PROVED = {
     "VGG16", "VGG19", "ResNet50", "ResNet101", "ResNet152", "ResNet50V2", "ResNet101V2",
     "ResNet152V2", "DenseNet121", "DenseNet169", "DenseNet201", "InceptionV3",
-    "InceptionResNetV2", "Xception", "MobileNet", "MobileNetV2",
+    "InceptionResNetV2", "Xception", "MobileNet", "MobileNetV2", "MobileNetV3Small",
+    "MobileNetV3Large",
 }
 # Keras models that take the longest to build (several seconds each on 2 cores).
 SLOW = {"DenseNet169", "DenseNet201", "InceptionResNetV2", "ResNet152", "ResNet152V2"}
@@ -51,26 +66,41 @@ def _count(weights) -> int:
     return sum(math.prod(w.shape) for w in weights)
 
 
-@functools.lru_cache(maxsize=None)
-def keras_summary(constructor: str) -> dict:
+def _leaf_layers(model) -> list:
+    """The model's layers, with nested models (ConvNeXt's Sequential stems) opened up."""
+    return [leaf for layer in model.layers
+            for leaf in (_leaf_layers(layer) if hasattr(layer, "layers") else [layer])]
+
+
+def _sort_key(layer: tuple) -> tuple:
+    """Sorts as tuples do, with the unknown sizes of a default MobileNetV3 as -1."""
+    shape, trainable, frozen, macs = layer
+    return tuple(-1 if d is None else d for d in shape), trainable, frozen, macs or 0
+
+
+@functools.cache
+def keras_summary(constructor: str, input_shape: tuple[int, ...] | None = None) -> dict:
     """The Keras model's figures; the model itself is dropped once they are read."""
     import keras
 
     keras.backend.clear_session()
-    model = getattr(keras.applications, constructor)(weights=None)
+    extra = {} if input_shape is None else {"input_shape": input_shape}
+    model = getattr(keras.applications, constructor)(weights=None, **extra)
     layers = []
-    for layer in model.layers:
+    for layer in _leaf_layers(model):
         if not layer.weights:
             continue
         output = tuple(layer.output.shape)
+        known = None not in output[1:]  # MobileNetV3's default input has no height, width
         layers.append((output[1:], _count(layer.trainable_weights),
                        _count(layer.non_trainable_weights),
-                       keras_macs(Step(layer, None, output))))
+                       keras_macs(Step(layer, None, output)) if known else None))
     summary = {"trainable": _count(model.trainable_weights),
                "non_trainable": _count(model.non_trainable_weights),
                "input": tuple(model.inputs[0].shape[1:]),
                "output": tuple(model.outputs[0].shape[1:]),
-               "macs": sum(layer[3] for layer in layers), "layers": sorted(layers)}
+               "macs": sum(layer[3] or 0 for layer in layers),
+               "layers": sorted(layers, key=_sort_key)}
     del model
     keras.backend.clear_session()
     return summary
@@ -87,26 +117,31 @@ def cnndsl_summary(example: str, network: str | None = None) -> dict:
             "layers": layers}
 
 
-def _param(twin):
-    constructor, example, network = twin
-    marks = [pytest.mark.slow] if constructor in SLOW else []
-    return pytest.param(twin, marks=marks, id=f"{constructor}-{example}:{network}")
+def _param(twin: Twin):
+    marks = [pytest.mark.slow] if twin.constructor in SLOW else []
+    return pytest.param(twin, marks=marks,
+                        id=f"{twin.constructor}-{twin.example}:{twin.network}")
 
 
 def test_every_proved_constructor_has_a_twin():
     import keras
 
-    constructors = {c for c, _, _ in TWINS}
-    assert constructors >= PROVED, sorted(PROVED - constructors)
-    assert constructors <= set(dir(keras.applications)), constructors
-    assert len(TWINS) == len(set(TWINS))
+    constructors = [twin.constructor for twin in TWINS]
+    assert set(constructors) >= PROVED, sorted(PROVED - set(constructors))
+    assert set(constructors) <= set(dir(keras.applications)), constructors
+    assert len(constructors) == len(set(constructors))
 
 
 @pytest.mark.parametrize("twin", [_param(t) for t in TWINS])
 def test_zoo_equals_keras_applications(twin):
-    constructor, example, network = twin
-    ours = cnndsl_summary(example, network)
-    theirs = keras_summary(constructor)
+    ours = cnndsl_summary(twin.example, twin.network)
+    theirs = keras_summary(twin.constructor, twin.input_shape)
+    if twin.input_shape is not None:  # the default model has the very same weights
+        default = keras_summary(twin.constructor)
+        assert (default["trainable"], default["non_trainable"]) == (
+            theirs["trainable"], theirs["non_trainable"])
+        assert sorted(lay[1:3] for lay in default["layers"]) == sorted(
+            lay[1:3] for lay in theirs["layers"])
     assert (ours["input"], ours["output"]) == (theirs["input"], theirs["output"])
     assert (ours["trainable"], ours["non_trainable"]) == (
         theirs["trainable"], theirs["non_trainable"])
@@ -116,10 +151,10 @@ def test_zoo_equals_keras_applications(twin):
     assert ours["macs"] == theirs["macs"]
 
 
-@pytest.mark.parametrize("twin", TWINS, ids=lambda t: f"{t[1]}:{t[2]}")
+@pytest.mark.parametrize("twin", TWINS, ids=lambda t: f"{t.example}:{t.network}")
 def test_zoo_headers_state_check_totals(twin):
     """Each family file's header states each network's totals as `check` prints them."""
-    _, example, network = twin
+    example, network = twin.example, twin.network
     text = (EXAMPLES / example).read_text()
     header = text[:text.index("\nblock ") if "\nblock " in text else text.index("\nnetwork ")]
     ours = cnndsl_summary(example, network)

@@ -5,9 +5,10 @@ from __future__ import annotations
 import re
 
 import pytest
-from conftest import EXAMPLES, ROOT, run_cnndsl
+from conftest import EXAMPLES, ROOT, example_networks, run_cnndsl
 
 from cnndsl.pipeline import analyse
+from cnndsl.report import human
 
 README = (ROOT / "README.md").read_text()
 PROGRAMS = [block for _, block in re.findall(r"```(\w*)\n(.*?)```", README, re.S)
@@ -37,13 +38,46 @@ def test_mnist_example_is_the_one_in_the_design():
         assert line in text
 
 
-def test_zoo_table_lists_every_example_with_its_totals():
+def _zoo_rows(first_cell: str) -> list[list[str]]:
+    """The cells of docs/zoo.md's table rows that start with `first_cell` (a regex)."""
     zoo = (ROOT / "docs" / "zoo.md").read_text()
-    lines = re.findall(r"^\| `(\w+\.cnn)` \|(.*)$", zoo, re.M)
-    rows = {name: [c.strip() for c in rest.split("|")] for name, rest in lines
-            if rest.count("|") == 8}  # the totals table, not the list of papers
-    assert set(rows) >= {p.name for p in EXAMPLES.glob("*.cnn")}
+    return [[c.strip() for c in line.strip("|").split("|")]
+            for line in re.findall(rf"^\| {first_cell} \|.*$", zoo, re.M)]
+
+
+def _network_name(path, network):
+    return network or analyse(path.read_text()).analysis.graph.network
+
+
+def test_zoo_table_lists_every_example_with_its_totals():
+    rows = {(cells[0].strip("`"), cells[1]): cells for cells in _zoo_rows(r"`\w+\.cnn`")
+            if len(cells) == 9}  # the totals table, not the list of papers
+    assert set(rows) == {(path.name, _network_name(path, network))
+                         for path, network in example_networks()}
+    for (name, network), cells in rows.items():
+        a = analyse((EXAMPLES / name).read_text(), network).analysis
+        assert cells[5] == f"{a.totals.params:,}", name
+        assert cells[6] == f"{a.totals.non_trainable:,}", name
+        assert cells[7] == human(a.totals.macs), name
+
+
+def test_zoo_table_lists_every_keras_application():
+    """One row per keras.applications constructor; a written one names its example
+    network, with check's totals, equal to the Keras figures beside them (which
+    tests/test_zoo.py proves layer by layer)."""
+    import keras
+    from test_zoo import keras_twins
+
+    rows = {cells[0]: cells for cells in _zoo_rows(r"[A-Z]\w+") if len(cells) == 8}
+    assert set(rows) == {n for n in dir(keras.applications) if n[0].isupper()}
+    twins = {twin.constructor: (twin.example, twin.network) for twin in keras_twins()}
     for name, cells in rows.items():
-        totals = analyse((EXAMPLES / name).read_text()).analysis.totals
-        assert cells[4] == f"{totals.params:,}", name
-        assert cells[5] == f"{totals.non_trainable:,}", name
+        if name not in twins:
+            assert cells[1:4] == ["", "", ""] and cells[6] == "" and cells[7], name
+            continue
+        file, network = twins[name]
+        assert cells[1] == f"`{file}` {network}", name
+        a = analyse((EXAMPLES / file).read_text(), network).analysis
+        ours = [f"{a.totals.params:,}", f"{a.totals.non_trainable:,}"]
+        assert cells[2:4] == ours and cells[4:6] == ours, name
+        assert (cells[6], cells[7]) == (human(a.totals.macs), "exact"), name

@@ -31,6 +31,20 @@ def network_id(case: tuple[Path, str | None]) -> str:
     return path.name if network is None else f"{path.name}:{network}"
 
 
+# The example networks whose Keras models take longest to build (about 10 s each on 2
+# cores): `-m "not slow"` leaves them out locally; CI runs everything.
+SLOW_NETWORKS = {"densenet169", "densenet201", "inception_resnet_v2", "resnet152",
+                 "resnet152v2"}
+
+
+def example_params() -> list:
+    """`example_networks()` as pytest parameters, the largest marked `slow`."""
+    return [pytest.param(case, id=network_id(case),
+                         marks=[pytest.mark.slow] if (case[1] or case[0].stem) in SLOW_NETWORKS
+                         else [])
+            for case in example_networks()]
+
+
 def run_cnndsl(*args: str, cwd: Path | None = None, env: dict | None = None
                ) -> subprocess.CompletedProcess:
     """`python -m cnndsl ARGS` in a fresh process, as a user runs it."""

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import EXAMPLES, ROOT, example_networks, network_id
+from conftest import EXAMPLES, ROOT, example_networks, example_params
 
 from cnndsl import report
 from cnndsl.codegen import build_command, generate, identifier, literal, string_literal
@@ -91,7 +91,7 @@ def assert_matches_check(keras, model, source: str, network: str | None = None) 
 # ----------------------------------------------------------------------------- every example
 
 
-@pytest.mark.parametrize("case", EXAMPLE_NETWORKS, ids=network_id)
+@pytest.mark.parametrize("case", example_params())
 def test_example_model_matches_check(case, tmp_path, keras):
     example, network = case
     source = example.read_text()

@@ -9,7 +9,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import keras
 import pytest
-from conftest import EXAMPLES, example_networks, network_id
+from conftest import EXAMPLES, example_params
 
 from cnndsl.pipeline import analyse
 from cnndsl.runtime import build_model, node_layers
@@ -38,7 +38,7 @@ def assert_matches(analysis) -> None:
     keras.backend.clear_session()
 
 
-@pytest.mark.parametrize("case", example_networks(), ids=network_id)
+@pytest.mark.parametrize("case", example_params())
 def test_every_example_builds_exactly_as_checked(case):
     path, network = case
     assert_matches(analysed(path.read_text(), network))

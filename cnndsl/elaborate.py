@@ -9,8 +9,9 @@ from typing import Any
 from cnndsl import ast
 from cnndsl.diagnostics import CnnError, Diagnostic, Label, Span, did_you_mean
 from cnndsl.graph import Graph, Node, Scope, TrainEntry
+from cnndsl.infer import Shapes
 from cnndsl.ops import OPS, Op
-from cnndsl.values import Deferred, TensorRef, Word, convert, evaluate, whole
+from cnndsl.values import Deferred, TensorRef, UnknownShape, Word, convert, evaluate, truth, whole
 
 MAX_LAYERS = 100_000
 _NO_INPUT = -1  # before the network's `input`
@@ -34,6 +35,7 @@ class Elaborator:
         self.call_stack: list[ast.BlockDef] = []
         self.call_sites: list[Scope] = []  # the block instances being expanded
         self.repeat_spans: list[Span] = []
+        self.shapes = Shapes(self.nodes)  # for conditions that read a tensor's shape
         for block in program.blocks:
             self._define(block)
 
@@ -86,7 +88,7 @@ class Elaborator:
 
     # ---- statements
 
-    def body(self, stmts: tuple[ast.Stmt, ...], current: int | None, env: dict[str, Any],
+    def body(self, stmts: tuple[ast.Statement, ...], current: int | None, env: dict[str, Any],
              scope: tuple[str, ...]) -> int | None:
         for stmt in stmts:
             try:
@@ -100,8 +102,10 @@ class Elaborator:
                 current = None
         return current
 
-    def stmt(self, stmt: ast.Stmt, current: int | None, env: dict[str, Any],
+    def stmt(self, stmt: ast.Statement, current: int | None, env: dict[str, Any],
              scope: tuple[str, ...]) -> int | None:
+        if isinstance(stmt, ast.If):
+            return self.if_(stmt, current, env, scope)
         if stmt.is_call:
             return self.call(stmt, current, env, scope)
         name = stmt.op.id
@@ -112,6 +116,10 @@ class Elaborator:
             if name in self.blocks:
                 raise CnnError(f"`{name}` is a block: call it with parentheses", stmt.op.span,
                                f"write `{name}(...)`, with no space before `(`")
+            if name in ("else", "elif"):
+                raise CnnError(f"`{name}` without its `if`", stmt.op.span,
+                               "`else` follows the `}` of its `if` on the same line: "
+                               "`} else {`, or `} else if COND {`")
             raise CnnError(f"unknown op `{name}`", stmt.op.span,
                            did_you_mean(name, [*OPS, *self.blocks, "repeat"])
                            or "see docs/language.md for the list of ops")
@@ -237,7 +245,19 @@ class Elaborator:
             return f"`{op.name}` takes as flag words {listed}"
         return f"`{op.name}` takes no flag words"
 
-    # ---- blocks and repeat
+    # ---- conditionals, blocks and repeat
+
+    def if_(self, stmt: ast.If, current: int | None, env: dict[str, Any],
+            scope: tuple[str, ...]) -> int | None:
+        """One branch is elaborated; a condition on `in.c` reads the shape made so far."""
+        value = evaluate(stmt.cond, env)
+        if isinstance(value, Deferred):
+            try:
+                value = evaluate(value.expr, value.env, self.shapes.shape_of)
+            except UnknownShape:
+                return None  # lost to an earlier error, said there
+        chosen = stmt.body if truth(value, stmt.cond) else stmt.orelse
+        return self.body(chosen, current, env, scope)
 
     def call(self, stmt: ast.Stmt, current: int | None, env: dict[str, Any],
              scope: tuple[str, ...]) -> int | None:
@@ -315,15 +335,14 @@ class Elaborator:
         if isinstance(count, Deferred):
             raise CnnError("a repeat count cannot depend on a tensor's shape", positional[0].span,
                            "the number of layers must be known before shapes are")
-        count = whole(count, "the repeat count",
-                       positional[0].span, 1)
+        count = whole(count, "the repeat count", positional[0].span, 0)
         brace = stmt.brace
         if brace is None or brace.paths or not brace.body:
             raise CnnError("`repeat` needs a body in braces: `repeat N { ... }`",
                            brace.span if brace else stmt.op.span)
         body = brace.body
         # A repeated single block call is scoped by its own calls (dense_layer_1, _2, ...).
-        own_scope = stmt.alias is not None or not (len(body) == 1 and body[0].is_call
+        own_scope = stmt.alias is not None or not (len(body) == 1 and _is_call(body[0])
                                                    and body[0].alias is None)
         self.repeat_spans.append(stmt.span)
         try:
@@ -346,7 +365,8 @@ class Elaborator:
     # ---- networks
 
     def network(self, net: ast.Network) -> int | None:
-        if not any(s.op.id == "input" and not s.is_call for s in net.body):
+        if not any(isinstance(s, ast.Stmt) and s.op.id == "input" and not s.is_call
+                   for s in net.body):
             self.error(f"network `{net.name.id}` has no `input`", net.name.span,
                        "start it with `input HxWxC`, e.g. `input 28x28x1`")
             self.body(net.body, None, {}, ())  # still check each layer's own arguments
@@ -358,6 +378,10 @@ class Elaborator:
         return None if current == _NO_INPUT else current
 
 
+def _is_call(stmt: ast.Statement) -> bool:
+    return isinstance(stmt, ast.Stmt) and stmt.is_call
+
+
 def _train(program: ast.Program, diagnostics: list[Diagnostic]) -> list[TrainEntry]:
     if not program.trains:
         return []
@@ -366,6 +390,10 @@ def _train(program: ast.Program, diagnostics: list[Diagnostic]) -> list[TrainEnt
                                     "merge the two sections").diagnostic())
     entries = []
     for stmt in program.trains[0].entries:
+        if isinstance(stmt, ast.If):
+            diagnostics.append(CnnError("a `train` section has no `if`", stmt.span,
+                                        "its entries are settings: `epochs 10`").diagnostic())
+            continue
         try:
             values = tuple(evaluate(a.value, {}) for a in stmt.args
                            if isinstance(a, ast.Positional))

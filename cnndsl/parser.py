@@ -19,13 +19,18 @@ _TERMINAL_WORDS = {
     "FLOAT": "a number",
     "SIZE": "a size like `3x3`",
     "STRING": 'a string like `"text"`',
+    "COMPARE": "a comparison",
     "_SEP": "a new line or `;`",
     "$END": "the end of the file",
 }
 # Several expected tokens that say one thing together.
 _GROUPS = (
+    ("an operator (`+ - * / // == <` ...)",
+     {"`+`", "`-`", "`*`", "`/`", "`//`", "a comparison", "`and`", "`or`"}),
     ("an operator (`+ - * / //`)", {"`+`", "`-`", "`*`", "`/`", "`//`"}),
+    ("a value", {"a name", "a number", "a size like `3x3`", "`(`", "`not`", "a block call"}),
     ("a value", {"a name", "a number", "a size like `3x3`", "`(`"}),
+    ("a statement", {"a name", "a block call", "`if`"}),
     ("a statement", {"a name", "a block call"}),
 )
 _MAX_SYNTAX_ERRORS = 20
@@ -111,6 +116,30 @@ class _ToAst(Transformer):
 
     add, sub, mul = _binop("+"), _binop("-"), _binop("*")
     floordiv, truediv = _binop("//"), _binop("/")
+
+    def compare(self, meta, c):
+        return ast.Compare(str(c[1]), c[0], c[2], _span(meta))
+
+    def and_(self, meta, c):
+        return ast.Logic("and", c[0], c[1], _span(meta))
+
+    def or_(self, meta, c):
+        return ast.Logic("or", c[0], c[1], _span(meta))
+
+    def not_(self, meta, c):
+        return ast.Logic("not", c[0], None, _span(meta))
+
+    def func(self, meta, c):
+        return ast.Call(_name(c[0]), tuple(x for x in c[1:] if x is not None), _span(meta))
+
+    def if_stmt(self, meta, c):
+        cond, body, rest = c[0], c[1], c[2:]
+        orelse = ()
+        if rest and isinstance(rest[0], ast.If):
+            orelse = (rest[0],)
+        elif rest and rest[0] is not None:
+            orelse = rest[0]
+        return ast.If(cond, body, orelse, _span(meta))
 
     def neg(self, meta, c):
         return ast.Neg(c[0], _span(meta))

@@ -6,12 +6,13 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
-from cnndsl import ast
+from cnndsl import ast, keras_habits
 from cnndsl.diagnostics import CnnError, Diagnostic, Label, Span, did_you_mean
 from cnndsl.graph import Graph, Node, Scope, TrainEntry
 from cnndsl.infer import Shapes
 from cnndsl.ops import OPS, Op
-from cnndsl.values import Deferred, TensorRef, UnknownShape, Word, convert, evaluate, truth, whole
+from cnndsl.values import (Deferred, TensorRef, UnknownShape, Word, convert, evaluate, show,
+                           truth, whole)
 
 MAX_LAYERS = 100_000
 _NO_INPUT = -1  # before the network's `input`
@@ -121,7 +122,8 @@ class Elaborator:
                                "`else` follows the `}` of its `if` on the same line: "
                                "`} else {`, or `} else if COND {`")
             raise CnnError(f"unknown op `{name}`", stmt.op.span,
-                           did_you_mean(name, [*OPS, *self.blocks, "repeat"])
+                           keras_habits.hint(stmt)
+                           or did_you_mean(name, [*OPS, *self.blocks, "repeat"])
                            or "see docs/language.md for the list of ops")
         if op.arity == "source":
             if current != _NO_INPUT or scope:
@@ -181,11 +183,12 @@ class Elaborator:
         """Match a statement's arguments to the op's: flags, positionals, then key=value."""
         values: dict[str, Any] = {}
         spans: dict[str, Span] = {}
-        for arg in stmt.args:
+        for i, arg in enumerate(stmt.args):
             if isinstance(arg, ast.Keyword):
                 self._keyword(op, arg, env, values, spans)
             else:
-                self._positional(op, arg, env, values, spans)
+                self._positional(op, arg, env, values, spans,
+                                 (stmt.args[i - 1] if i else None, *stmt.args[i + 1:i + 2]))
         for spec in op.args:
             if spec.name not in values:
                 if spec.required:
@@ -211,7 +214,8 @@ class Elaborator:
         values[key], spans[key] = evaluate(arg.value, env), arg.span
 
     def _positional(self, op: Op, arg: ast.Positional, env: dict[str, Any],
-                    values: dict[str, Any], spans: dict[str, Span]) -> None:
+                    values: dict[str, Any], spans: dict[str, Span],
+                    around: tuple[ast.Arg | None, ...] = ()) -> None:
         value = evaluate(arg.value, env)
         if isinstance(value, Word) and value.name in op.flags:
             key, flag_value = op.flags[value.name]
@@ -225,7 +229,8 @@ class Elaborator:
         if isinstance(value, Word) and not takes_word:
             choices = [*op.flags, *env]
             raise CnnError(f"unknown name `{value.name}`", arg.span,
-                           did_you_mean(value.name, choices) or self._flag_hint(op))
+                           _keras_habit(op, value.name, around, env)
+                           or did_you_mean(value.name, choices) or self._flag_hint(op))
         if not free:
             n = len(op.positional)
             takes = f"{n} positional argument{'s' if n != 1 else ''}, `{op.usage()}`" if n \
@@ -268,6 +273,9 @@ class Elaborator:
                 raise CnnError(f"`{name}` is an op, not a block", stmt.op.span,
                                f"ops take arguments after a space: `{OPS[name].usage()}`; "
                                f"`{name} (3, 2)` passes a tuple")
+            keras = keras_habits.hint(stmt)
+            if keras:
+                raise CnnError(f"`{name}(...)` is a Keras layer call", stmt.span, keras)
             raise CnnError(f"unknown block `{name}`", stmt.op.span,
                            did_you_mean(name, [*self.blocks, *OPS]))
         if current == _NO_INPUT:
@@ -376,6 +384,25 @@ class Elaborator:
         if not self.nodes or self.nodes[0].op.arity != "source":
             return None  # the `input` itself was wrong, and said so
         return None if current == _NO_INPUT else current
+
+
+def _keras_habit(op: Op, word: str, around: tuple[ast.Arg | None, ...],
+                 env: dict[str, Any]) -> str | None:
+    """What to write instead of a Keras habit: a key without `=` (`stride 2`), or a size
+    with spaces (`3 x 3`). `around` holds the arguments before and after the word."""
+    def shown(arg: ast.Arg | None) -> str:
+        try:
+            return show(evaluate(arg.value, env)) if isinstance(arg, ast.Positional) else ""
+        except CnnError:
+            return ""
+
+    before, after = (shown(a) for a in (*around, None, None)[:2])
+    if op.arg(word) is not None:
+        return f"`{word}` is a key: write `{word}={after or '...'}`"
+    if word == "x":
+        size = f"{before}x{after}" if before.isdigit() and after.isdigit() else "3x3"
+        return f"sizes are written without spaces: `{size}`"
+    return None
 
 
 def _is_call(stmt: ast.Statement) -> bool:

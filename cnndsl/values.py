@@ -38,13 +38,14 @@ def describe(v: Any) -> str:
     if isinstance(v, str):
         return f'the string "{v}"'
     if isinstance(v, tuple):
-        return f"the tuple {_show(v)}"
+        return f"the tuple {show(v)}"
     return f"`{v}`"
 
 
-def _show(v: Any) -> str:
+def show(v: Any) -> str:
+    """A value as the .cnn source writes it: `2`, `(3, 3)`, `same`."""
     if isinstance(v, tuple):
-        return "(" + ", ".join(_show(x) for x in v) + ("," if len(v) == 1 else "") + ")"
+        return "(" + ", ".join(show(x) for x in v) + ("," if len(v) == 1 else "") + ")"
     return v.name if isinstance(v, Word) else repr(v)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from functools import cache
 
 from lark import Lark, Token, Transformer, UnexpectedInput, v_args
@@ -276,7 +277,21 @@ def _syntax_diagnostic(err: UnexpectedInput, text: str) -> Diagnostic:
     span = _span(tok) if tok.line is not None else Span.point(err.line, err.column)
     if tok.type == "_SEP":  # point at the end of the line, not at the blank that follows
         span = Span.point(tok.line, tok.column)
-    return Diagnostic(ERROR, f"unexpected {_found(tok)}", span, f"expected {expected} here")
+    hint = _bare_commas(text, tok) or f"expected {expected} here"
+    return Diagnostic(ERROR, f"unexpected {_found(tok)}", span, hint)
+
+
+def _bare_commas(text: str, tok: Token) -> str | None:
+    """For `input 28,28,1`: a size written with commas outside parentheses."""
+    if tok.type != "COMMA" or tok.line is None:
+        return None
+    line = text.split("\n")[tok.line - 1]
+    for run in re.finditer(r"[0-9]+(\s*,\s*[0-9]+)+", line):
+        if run.start() < tok.column <= run.end():
+            dims = re.findall(r"[0-9]+", run.group())
+            return (f"write the size as `{'x'.join(dims)}` (or `({', '.join(dims)})`); "
+                    "commas separate values only inside parentheses")
+    return None
 
 
 def _blank_line(text: str, line: int) -> str | None:

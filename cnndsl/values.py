@@ -369,12 +369,20 @@ def _choice(v: Any, what: str, span: Span, choices: tuple[str, ...]) -> str:
 
 
 def convert(spec: ArgSpec, v: Any, span: Span) -> Any:
-    """Check a value against its argument's kind and normalise it (`3` -> `(3, 3)`)."""
-    what = f"`{spec.name}`"
+    """Check a value against its argument's kind and range, and normalise it (`3` -> `(3, 3)`)."""
     if isinstance(v, Deferred) or is_symbolic(v):  # converted once the values are known
         return v
     if v is None and spec.default is None:
         return None
+    value = _convert(spec, v, span)
+    if _is_number(value) and not spec.within(value):
+        raise CnnError(f"`{spec.name}` must be a number {spec.bounds()}, not {describe(v)}",
+                       span, None if spec.required else f"the default is {show(spec.default)}")
+    return value
+
+
+def _convert(spec: ArgSpec, v: Any, span: Span) -> Any:
+    what = f"`{spec.name}`"
     match spec.kind:
         case "count":
             return whole(v, what, span, 1)

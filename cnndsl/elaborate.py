@@ -11,8 +11,17 @@ from cnndsl.diagnostics import CnnError, Diagnostic, Label, Span, did_you_mean
 from cnndsl.graph import Graph, Node, Scope, TrainEntry
 from cnndsl.infer import Shapes
 from cnndsl.ops import OPS, Op
-from cnndsl.values import (Deferred, TensorRef, UnknownShape, Word, convert, evaluate, show,
-                           truth, whole)
+from cnndsl.values import (
+    Deferred,
+    TensorRef,
+    UnknownShape,
+    Word,
+    convert,
+    evaluate,
+    show,
+    truth,
+    whole,
+)
 
 MAX_LAYERS = 100_000
 _NO_INPUT = -1  # before the network's `input`

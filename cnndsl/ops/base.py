@@ -58,9 +58,9 @@ class ArgSpec:
         return None
 
     def within(self, v: float) -> bool:
-        return not ((self.low is not None and (v < self.low or self.low_open and v == self.low))
+        return not ((self.low is not None and (v < self.low or (self.low_open and v == self.low)))
                     or (self.high is not None
-                        and (v > self.high or self.high_open and v == self.high)))
+                        and (v > self.high or (self.high_open and v == self.high))))
 
 
 @dataclass(frozen=True)

@@ -118,7 +118,8 @@ class Sym(Symbolic):
 
     def __init__(self, src: str, prec: int = _ATOM, kind: str = "number") -> None:
         self.src, self.prec = src, prec
-        self.kind = kind  # number, size (a number or a tuple of them), word (a string)
+        self.kind = kind  # number, size (a number or a tuple of them), word (a string), bool
+        self.negated: str | None = None  # a comparison's opposite: `a != b` for `a == b`
 
     def __repr__(self) -> str:
         return f"Sym({self.src!r})"
@@ -198,12 +199,14 @@ class Sym(Symbolic):
         if func in ("and", "or", "not"):
             prec = {"and": _AND, "or": _OR, "not": _NOT}[func]
             if func == "not":
-                return Sym(f"not {_condition(args[0], _NOT)}", _NOT, "bool")
+                return _negation(args[0])
             return Sym(f"{_condition(args[0], prec)} {func} {_condition(args[1], prec + 1)}",
                        prec, "bool")
-        if func in ("==", "!=", "<", "<=", ">", ">="):
+        if func in _INVERSE:
             a, b = (_operand(x, _CMP + 1) for x in args)
-            return Sym(f"{a} {func} {b}", _CMP, "bool")
+            compared = Sym(f"{a} {func} {b}", _CMP, "bool")
+            compared.negated = f"{a} {_INVERSE[func]} {b}"
+            return compared
         raise Unsupported(f"`{func}` in generated code")
 
 
@@ -212,6 +215,18 @@ def _operand(v: Any, prec: int) -> str:
     if isinstance(v, Sym):
         return v.src if v.prec >= prec else f"({v.src})"
     return literal(v) if not isinstance(v, int | float) else Sym._src(v, prec)
+
+
+_INVERSE = {"==": "!=", "!=": "==", "<": ">=", "<=": ">", ">": "<=", ">=": "<"}
+
+
+def _negation(v: Any) -> Sym:
+    """`not c`, written as ruff prefers: `a != b` for `not a == b`."""
+    if isinstance(v, Sym) and v.kind == "word":
+        return Sym(f'{v.src} != "true"', _CMP, "bool")
+    if isinstance(v, Sym) and v.negated is not None:
+        return Sym(v.negated, _CMP, "bool")
+    return Sym(f"not {_condition(v, _NOT)}", _NOT, "bool")
 
 
 def _condition(v: Any, prec: int) -> str:
@@ -271,6 +286,7 @@ class _Name:
 
 
 _DIVERGED = object()  # a counter after an `if` whose branches counted differently
+_LONGEST_CONDITIONAL_NAME = 50  # `name=f"...{(1 if c else 0) + 1}"` stays within a line
 
 
 @dataclass
@@ -291,7 +307,10 @@ class _Scope:
                 raise Unsupported(f"`{base}_N` names next to a symbolic count")
             c = c + 1
             self.counters[base] = c
-            return self.name.child(f"{base}_", c)
+            name = self.name.child(f"{base}_", c)
+            if " if " in c.src and len(name.render()) > _LONGEST_CONDITIONAL_NAME:
+                raise Unsupported(f"`{base}_N` counted by a long condition")
+            return name
         while True:
             c += 1
             if f"{base}_{c}" not in self.claimed:

@@ -5,6 +5,9 @@ them faithfully (a Python `if` in a block's function), compared layer by layer w
 from __future__ import annotations
 
 import math
+import random
+import subprocess
+import sys
 
 import pytest
 from test_build import assert_matches_check, build, keras, load_module  # noqa: F401
@@ -166,3 +169,54 @@ def test_build_conditions_on_word_parameters(tmp_path, keras):  # noqa: F811
     assert "def unit(" in code and 'act == "relu"' in code
     model = load_module(build(tmp_path, WORD_CONDITIONS)).build_model()
     assert_matches_check(keras, model, WORD_CONDITIONS)
+
+
+def random_program(rng) -> str:
+    """Blocks whose `if`s read their parameters and their input's shape, called with
+    different arguments: the branches taken and the names counted differ per call."""
+    def stmts(depth: int) -> str:
+        out = []
+        for _ in range(rng.randint(1, 3)):
+            kind = rng.choice(["conv", "conv", "relu", "batchnorm", "if", "if", "add", "named"])
+            if kind == "if" and depth < 2:
+                cond = rng.choice(["a == 1", "b > a", "in.c == a * 4", "not a < 2",
+                                   "in.c > 8 and b != 2", "a == 2 or in.h == 8", "act == relu"])
+                tail = rng.choice(["", f" else {{ {stmts(depth + 1)} }}",
+                                   f" else if b == 1 {{ {stmts(depth + 1)} }}"])
+                out.append(f"if {cond} {{ {stmts(depth + 1)} }}{tail}")
+            elif kind == "add":
+                out.append("add { | identity | conv in.c 1 same }")
+            elif kind == "named":
+                out.append(f"conv 4 1 as c{rng.randint(1, 9)}")
+            elif kind in ("relu", "batchnorm"):
+                out.append(kind)
+            else:
+                width = rng.choice(["a * 4", "max(4, b * 2)", "round(in.c / 3) + 1", "in.c"])
+                out.append(f"conv {width} 1 same")
+        return "; ".join(out)
+
+    calls = "\n  ".join(f"unit({rng.randint(1, 3)}, {rng.randint(1, 3)}, "
+                        f"{rng.choice(['relu', 'tanh'])})" for _ in range(rng.randint(2, 4)))
+    return (f"block unit(a, b, act) {{\n  {stmts(0)}\n  activation function=act\n}}\n"
+            f"network net {{\n  input 8x8x4\n  {calls}\n}}\n")
+
+
+def test_random_conditional_blocks_build_what_check_reports(tmp_path, keras):  # noqa: F811
+    rng = random.Random(11)
+    built = functions = 0
+    while built < 12:
+        source = random_program(rng)
+        if analyse(source).diagnostics:
+            continue  # a duplicate name, a branch that leaves 0 channels...
+        code, _ = generate(source, "net.cnn")
+        functions += "def unit(" in code
+        module = build(tmp_path, source, f"net{built}.cnn")
+        assert_matches_check(keras, load_module(module, f"net{built}").build_model(), source)
+        built += 1
+    assert functions >= 4  # most as functions with Python `if`s, the rest expanded
+    files = sorted(str(p) for p in tmp_path.glob("*.py"))
+    for args in (["format", "--isolated", "--check"],
+                 ["check", "--isolated", "--select", "E,F,W,I,B,UP,SIM,RUF"]):
+        proc = subprocess.run([sys.executable, "-m", "ruff", *args, *files],
+                              capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -286,7 +286,6 @@ class _Name:
 
 
 _DIVERGED = object()  # a counter after an `if` whose branches counted differently
-_LONGEST_CONDITIONAL_NAME = 50  # `name=f"...{(1 if c else 0) + 1}"` stays within a line
 
 
 @dataclass
@@ -307,10 +306,7 @@ class _Scope:
                 raise Unsupported(f"`{base}_N` names next to a symbolic count")
             c = c + 1
             self.counters[base] = c
-            name = self.name.child(f"{base}_", c)
-            if " if " in c.src and len(name.render()) > _LONGEST_CONDITIONAL_NAME:
-                raise Unsupported(f"`{base}_N` counted by a long condition")
-            return name
+            return self.name.child(f"{base}_", c)
         while True:
             c += 1
             if f"{base}_{c}" not in self.claimed:
@@ -504,6 +500,14 @@ class _Emitter:
             return tuple(self.resolve(x) for x in v)
         return v
 
+    def fits(self, name: _Name) -> _Name:
+        """A name counted by a condition (`conv_{(1 if c else 0) + 1}`) must fit on its
+        line: an f-string cannot be wrapped."""
+        text = name.render()
+        if " if " in text and not _fits(self.indent + 1, f"name={text},"):
+            raise Unsupported("a name counted by a long condition")
+        return name
+
     def loop_var(self) -> str:
         self.loop_depth += 1
         return "ijk"[self.loop_depth - 1] if self.loop_depth <= 3 else f"i{self.loop_depth}"
@@ -537,7 +541,7 @@ class _Emitter:
         elif stmt.alias:
             name = scope.claim(stmt.alias.id)
         else:
-            name = scope.fresh(op.name)
+            name = self.fits(scope.fresh(op.name))
         return self.layers(op, args, name, inputs, chain)
 
     def bind(self, op: Op, stmt: ast.Stmt, env: dict[str, Any]) -> dict[str, Any]:
@@ -614,7 +618,8 @@ class _Emitter:
              chain: str, name: _Name | None = None) -> str:
         block = self.blocks[stmt.op.id]
         if name is None:
-            name = scope.claim(stmt.alias.id) if stmt.alias else scope.fresh(block.name.id)
+            name = scope.claim(stmt.alias.id) if stmt.alias else self.fits(
+                scope.fresh(block.name.id))
         if block.name.id in self.functions:
             return self.function_call(block, stmt, env, name, current, chain)
         # Expanded in place: the block's body, with its arguments bound.

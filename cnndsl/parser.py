@@ -277,8 +277,29 @@ def _syntax_diagnostic(err: UnexpectedInput, text: str) -> Diagnostic:
     span = _span(tok) if tok.line is not None else Span.point(err.line, err.column)
     if tok.type == "_SEP":  # point at the end of the line, not at the blank that follows
         span = Span.point(tok.line, tok.column)
-    hint = _bare_commas(text, tok) or f"expected {expected} here"
+    hint = _bare_commas(text, tok) or _keras_call(text, tok) or f"expected {expected} here"
     return Diagnostic(ERROR, f"unexpected {_found(tok)}", span, hint)
+
+
+def _keras_call(text: str, tok: Token) -> str | None:
+    """For `layers.Conv2D(32, 3)` and `model.add(Dense(10))`: the `.cnn` line instead."""
+    from cnndsl import keras_habits  # only on this error path
+
+    if tok.type != "DOT" or tok.line is None:
+        return None
+    rest = text.split("\n")[tok.line - 1].split("#", 1)[0].strip()
+    while True:  # `keras.layers.` and `model.add(...)` around the call
+        dotted = re.match(r"[A-Za-z_][A-Za-z0-9_]*\.", rest)
+        added = re.fullmatch(r"add\((.*)\)", rest)
+        if not dotted and not added:
+            break
+        rest = added.group(1) if added else rest[dotted.end():]  # type: ignore[union-attr]
+    try:
+        program = _ToAst().transform(_parser().parse(f"network n {{ {rest} }}"))
+    except (UnexpectedInput, VisitError, RecursionError):
+        return None
+    stmt = program.networks[0].body[0] if program.networks[0].body else None
+    return keras_habits.hint(stmt) if isinstance(stmt, ast.Stmt) and stmt.is_call else None
 
 
 def _bare_commas(text: str, tok: Token) -> str | None:

@@ -8,6 +8,7 @@ import re
 import pytest
 from conftest import ROOT
 
+from cnndsl.diagnostics import did_you_mean
 from cnndsl.parser import parse
 from cnndsl.pipeline import analyse
 
@@ -49,3 +50,21 @@ def test_both_spellings_are_accepted_and_equal(keras_like, cnn):
 def test_keywords_do_not_take_names_that_start_with_them():
     program, diagnostics = parse("network n { input 4x4x1; conv notes + iffy 1 }")
     assert not diagnostics and program is not None
+
+
+@pytest.mark.parametrize("typed, meant", [
+    ("reLU", "relu"), ("ReLU", "relu"), ("MaxPool", "maxpool"), ("max_pool", "maxpool"),
+    ("Max_Pool", "maxpool"), ("GlobalAvgPool", "globalavgpool"), ("Batch_Norm", "batchnorm"),
+    ("maxpol", "maxpool"), ("BatchNorm", "batchnorm"), ("use_Bias", "use_bias"),
+    ("usebias", "use_bias"), ("DWConv", "dwconv"),
+])
+def test_did_you_mean_ignores_case_and_underscores(typed, meant):
+    choices = ["relu", "elu", "maxpool", "avgpool", "globalavgpool", "globalmaxpool",
+               "batchnorm", "use_bias", "dwconv", "conv", "sepconv"]
+    assert did_you_mean(typed, choices) == f"did you mean `{meant}`?"
+    assert did_you_mean("qqqq", choices) is None
+
+
+def test_train_settings_are_suggested_the_same_way():
+    result = analyse("network n { input 4x4x1; flatten; dense 2 }\ntrain { Epochs 3 }")
+    assert any(d.hint == "did you mean `epochs`?" for d in result.diagnostics)

@@ -265,6 +265,9 @@ class Elaborator:
             scope: tuple[str, ...]) -> int | None:
         """One branch is elaborated; a condition on `in.c` reads the shape made so far."""
         value = evaluate(stmt.cond, env)
+        if isinstance(value, Deferred) and current == _NO_INPUT:
+            raise CnnError("this condition reads `in` before the network's `input`",
+                           stmt.cond.span, "put the `if` after `input`")
         if isinstance(value, Deferred):
             try:
                 value = evaluate(value.expr, value.env, self.shapes.shape_of)

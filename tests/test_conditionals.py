@@ -220,3 +220,8 @@ def test_random_conditional_blocks_build_what_check_reports(tmp_path, keras):  #
         proc = subprocess.run([sys.executable, "-m", "ruff", *args, *files],
                               capture_output=True, text=True)
         assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_a_condition_on_in_before_the_input_is_an_error():
+    assert errors("network n { if in.c == 1 { relu }; input 4x4x1 }")[0] == \
+        "this condition reads `in` before the network's `input`"

@@ -394,12 +394,7 @@ def _convert(spec: ArgSpec, v: Any, span: Span) -> Any:
             return _pad(v, what, span)
         case "shape":
             return _shape(v, what, span)
-        case "rate":
-            if not _is_number(v) or not 0 <= v < 1:
-                raise CnnError(f"{what} must be a number from 0 up to (not including) 1, "
-                               f"not {describe(v)}", span)
-            return float(v)
-        case "float":
+        case "float" | "rate":  # a rate's range is declared (ArgSpec)
             if not _is_number(v):
                 raise CnnError(f"{what} must be a number, not {describe(v)}", span)
             return float(v)

@@ -225,3 +225,20 @@ def test_random_conditional_blocks_build_what_check_reports(tmp_path, keras):  #
 def test_a_condition_on_in_before_the_input_is_an_error():
     assert errors("network n { if in.c == 1 { relu }; input 4x4x1 }")[0] == \
         "this condition reads `in` before the network's `input`"
+
+
+def test_conditions_on_shapes_analyse_each_layer_once_more_at_most(monkeypatch):
+    """`check` stays linear: elaboration infers the shapes it needs once each, in order."""
+    from cnndsl import infer
+    calls = []
+    original = infer._layer
+    monkeypatch.setattr(infer, "_layer", lambda node, *a: calls.append(node.id) or
+                        original(node, *a))
+    source = """
+block unit(c) { if in.c == c and in.h > 1 { add { | identity | conv c 1 } } else { conv c 1 } }
+network n { input 8x8x4; repeat 300 { unit(8) } }
+"""
+    result = analyse(source)
+    layers_made = len(result.analysis.layers)
+    assert not result.diagnostics and layers_made == 899
+    assert len(calls) <= 2 * layers_made  # once while elaborating, once in `infer`

@@ -19,13 +19,17 @@ RANGED = [(op, spec) for op in OPS.values() for spec in op.args if spec.bounds()
 
 def test_some_arguments_declare_ranges():
     assert {(op.name, spec.name) for op, spec in RANGED} >= {
-        ("batchnorm", "momentum"), ("batchnorm", "epsilon")}
+        ("batchnorm", "momentum"), ("batchnorm", "epsilon"), ("dropout", "rate")}
 
 
 @pytest.mark.parametrize("op, spec", RANGED, ids=lambda x: getattr(x, "name", ""))
 def test_docs_show_each_range(op, spec):
     docs = (ROOT / "docs" / "language.md").read_text()
-    assert f"| `{spec.name}` | {spec.kind}, {spec.bounds()} |" in docs
+    section = next(part for part in docs.split("\n### ")[1:]
+                   if part.split("\n")[0].count(f"`{op.name}`"))
+    assert (f"| `{spec.name}` | {spec.kind}, {spec.bounds()} |" in section
+            or f"({'positional, ' if spec.positional else ''}{spec.kind}" in section
+            and spec.bounds() in section.replace("\n", " "))
 
 
 @pytest.mark.parametrize("line, message", [
@@ -60,6 +64,16 @@ def test_where_keras_refuses_check_refuses(line, layer, keras):
     with pytest.raises(ValueError):
         layer(keras)
     assert errors(line)
+
+
+def test_keras_accepts_a_rate_of_one_which_drops_everything(keras):
+    """Dropout(1.0) builds, and zeroes every value while training (Keras scales the kept
+    values by 1 / (1 - rate)): not a layer anyone means, so check stops below 1."""
+    layer = keras.layers.Dropout(1.0)
+    out = layer(keras.ops.ones((1, 4)), training=True)
+    assert float(keras.ops.max(keras.ops.abs(out))) == 0.0
+    assert errors("dropout 1") == ["`rate` must be a number from 0 up to (not including) 1, "
+                                   "not `1`"]
 
 
 @pytest.mark.parametrize("kwargs", [{"momentum": 1.5}, {"momentum": -0.1}, {"epsilon": 0.0},

@@ -24,7 +24,8 @@ class ArgSpec:
     """One argument of an op.
 
     kind: count (int > 0), int, size2 (kernel-like pair), pad (explicit zero padding),
-    rate (float in [0, 1)), float, bool, activation, padding, shape, word.
+    rate (a float from 0 up to, not including, 1: its range), float, bool, activation,
+    padding, shape, word.
     low/high: the range of a number argument beyond its kind, what the layer means
     (check refuses the rest; the docs show it); `low_open`/`high_open` leave the bound out.
     """
@@ -38,6 +39,11 @@ class ArgSpec:
     high: float | None = None
     low_open: bool = False
     high_open: bool = False
+
+    def __post_init__(self) -> None:
+        if self.kind == "rate" and self.low is None and self.high is None:
+            for key, value in (("low", 0), ("high", 1), ("high_open", True)):
+                object.__setattr__(self, key, value)
 
     @property
     def required(self) -> bool:

@@ -163,7 +163,7 @@ DROPOUT = Op(
     name="dropout",
     keras="Dropout",
     summary="randomly zero a fraction of the values while training",
-    args=(ArgSpec("rate", "rate", positional=True, doc="fraction dropped, 0 <= rate < 1"),),
+    args=(ArgSpec("rate", "rate", positional=True, doc="fraction dropped"),),
     shape=_same_shape,
     to_keras=lambda a: [KerasLayer("Dropout", {"rate": a["rate"]})],
 )

@@ -28,8 +28,8 @@ def test_docs_show_each_range(op, spec):
     section = next(part for part in docs.split("\n### ")[1:]
                    if part.split("\n")[0].count(f"`{op.name}`"))
     assert (f"| `{spec.name}` | {spec.kind}, {spec.bounds()} |" in section
-            or f"({'positional, ' if spec.positional else ''}{spec.kind}" in section
-            and spec.bounds() in section.replace("\n", " "))
+            or (f"({'positional, ' if spec.positional else ''}{spec.kind}" in section
+            and spec.bounds() in section.replace("\n", " ")))
 
 
 @pytest.mark.parametrize("line, message", [

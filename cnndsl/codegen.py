@@ -581,25 +581,32 @@ class _Emitter:
     # ---- conditionals
 
     def if_(self, stmt: ast.If, env: dict[str, Any], scope: _Scope, current: str,
-            chain: str) -> str:
+            chain: str, keyword: str = "if") -> str:
         """A known condition picks its branch; one on a parameter or on `in.c` becomes a
-        Python `if`, each branch leaving its result in `chain`."""
-        try:
-            cond = truth(self.resolve(evaluate(stmt.cond, env)), stmt.cond)
-        except CnnError as err:  # checked concretely; symbolically it reads otherwise
-            raise Unsupported(err.message) from err
+        Python `if` (an `else if` on one, an `elif`), each branch leaving its result in
+        `chain`."""
+        cond = self.condition(stmt, env)
         if not isinstance(cond, Sym):
             return self.body(stmt.body if cond else stmt.orelse, env, scope, current, chain)
         before = scope.snapshot()
-        self.emit(f"if {_condition(cond, _OR)}:")
+        self.emit(f"{keyword} {_condition(cond, _OR)}:")
         self._branch(stmt.body, env, scope, current, chain)
         after_if = scope.snapshot()
         scope.counters, scope.claimed = dict(before[0]), set(before[1])
-        if stmt.orelse or current != chain:
+        nested = stmt.orelse[0] if len(stmt.orelse) == 1 else None
+        if isinstance(nested, ast.If) and isinstance(self.condition(nested, env), Sym):
+            self.if_(nested, env, scope, current, chain, "elif")
+        elif stmt.orelse or current != chain:
             self.emit("else:")
             self._branch(stmt.orelse, env, scope, current, chain)
         scope.join(cond, before, after_if)
         return chain
+
+    def condition(self, stmt: ast.If, env: dict[str, Any]) -> bool | Sym:
+        try:
+            return truth(self.resolve(evaluate(stmt.cond, env)), stmt.cond)
+        except CnnError as err:  # checked concretely; symbolically it reads otherwise
+            raise Unsupported(err.message) from err
 
     def _branch(self, stmts: tuple[ast.Statement, ...], env: dict[str, Any], scope: _Scope,
                 current: str, chain: str) -> None:

@@ -202,18 +202,19 @@ def random_program(rng) -> str:
 
 
 def test_random_conditional_blocks_build_what_check_reports(tmp_path, keras):  # noqa: F811
-    rng = random.Random(11)
-    built = functions = 0
+    rng = random.Random(15)
+    built = functions = elifs = 0
     while built < 12:
         source = random_program(rng)
         if analyse(source).diagnostics:
             continue  # a duplicate name, a branch that leaves 0 channels...
         code, _ = generate(source, "net.cnn")
         functions += "def unit(" in code
+        elifs += "    elif " in code
         module = build(tmp_path, source, f"net{built}.cnn")
         assert_matches_check(keras, load_module(module, f"net{built}").build_model(), source)
         built += 1
-    assert functions >= 4  # most as functions with Python `if`s, the rest expanded
+    assert functions >= 4 and elifs >= 1  # most as functions with Python `if`s
     files = sorted(str(p) for p in tmp_path.glob("*.py"))
     for args in (["format", "--isolated", "--check"],
                  ["check", "--isolated", "--select", "E,F,W,I,B,UP,SIM,RUF"]):

@@ -288,6 +288,10 @@ class _Name:
 _DIVERGED = object()  # a counter after an `if` whose branches counted differently
 
 
+def _numbered(name: str, base: str) -> bool:
+    return re.fullmatch(re.escape(base) + r"_\d+", name) is not None
+
+
 @dataclass
 class _Scope:
     """Where names are made: the elaborator's per-scope counters, replayed."""
@@ -325,20 +329,32 @@ class _Scope:
     def join(self, cond: Sym, before: tuple[dict[str, Any], set[str]],
              then: tuple[dict[str, Any], set[str]]) -> None:
         """After a Python `if`: a counter the branches left apart counts on at run time,
-        `(c + 1 if cond else c)`; its names are then made from that expression."""
+        `(c + 1 if cond else c)`; its names are then made from that expression. A name
+        `base_N` taken in one branch only (by `as`) would shift later numbers in that
+        branch alone: those bases are unusable after the `if`."""
         other = self.snapshot()
         self.counters, self.claimed = dict(before[0]), before[1] | then[1] | other[1]
+        counted = set()
         for base in {*then[0], *other[0]}:
             a, b = then[0].get(base, 0), other[0].get(base, 0)
             if a is b or (not (isinstance(a, Sym) or isinstance(b, Sym)) and a == b):
                 self.counters[base] = a
-            elif '"' in cond.src or _DIVERGED in (a, b):  # no quotes inside an f-string
+                continue
+            start = before[0].get(base, 0)
+            made = {n for n in (then[1] | other[1]) - before[1] if _numbered(n, base)}
+            if ('"' in cond.src or _DIVERGED in (a, b) or not all(
+                    isinstance(x, int) for x in (start, a, b))
+                    or made - {f"{base}_{k}" for k in range(start + 1, max(a, b) + 1)}):
+                self.counters[base] = _DIVERGED  # (no quotes inside an f-string)
+                continue
+            self.counters[base] = Sym(f"{_operand(a, _OR)} if {cond.src} else "
+                                      f"{_operand(b, _IFELSE)}", _IFELSE)
+            self.claimed -= made
+            counted.add(base)
+        for name in then[1] ^ other[1]:
+            base = name.rpartition("_")[0]
+            if _numbered(name, base) and base not in counted:
                 self.counters[base] = _DIVERGED
-            else:
-                self.counters[base] = Sym(f"{_operand(a, _OR)} if {cond.src} else "
-                                          f"{_operand(b, _IFELSE)}", _IFELSE)
-                self.claimed -= {n for n in then[1] | other[1] if n not in before[1]
-                                 and re.fullmatch(re.escape(base) + r"_\d+", n)}
 
     def collides(self, base: str, count: Any) -> bool:
         """Would `count` names `base_N` from the counter on skip a name already taken?"""

@@ -148,6 +148,26 @@ def test_build_writes_python_ifs_and_matches_check(tmp_path, keras):  # noqa: F8
     assert_matches_check(keras, model, MOBILENET_V2_UNIT)
 
 
+ALIASED_IN_ONE_BRANCH = """
+block pick(n) {
+  if n == 1 { conv 1 1 as conv_1 } else { relu }
+  conv 9 1
+  if n == 2 { conv 2 1 } else { conv 3 1; conv 3 1 }
+  conv 4 1
+}
+network net { input 4x4x1; pick(1) as a; pick(2) as b }
+"""
+
+
+def test_build_names_after_an_alias_taken_in_one_branch(tmp_path, keras):  # noqa: F811
+    """`as conv_1` in one branch shifts the numbers after it in that branch only."""
+    shapes = layers(ALIASED_IN_ONE_BRANCH)
+    assert [n for n in shapes if n.startswith("b/")] == ["b/relu_1", "b/conv_1", "b/conv_2",
+                                                         "b/conv_3"]
+    model = load_module(build(tmp_path, ALIASED_IN_ONE_BRANCH)).build_model()
+    assert_matches_check(keras, model, ALIASED_IN_ONE_BRANCH)
+
+
 WORD_CONDITIONS = """
 block unit(act, bias, k=3) {
   if act == relu and not bias { conv 4 k same use_bias=false } else { conv 4 k same }
@@ -187,7 +207,7 @@ def random_program(rng) -> str:
             elif kind == "add":
                 out.append("add { | identity | conv in.c 1 same }")
             elif kind == "named":
-                out.append(f"conv 4 1 as c{rng.randint(1, 9)}")
+                out.append(f"conv 4 1 as {rng.choice(['c', 'conv_'])}{rng.randint(1, 4)}")
             elif kind in ("relu", "batchnorm"):
                 out.append(kind)
             else:

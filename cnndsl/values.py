@@ -125,7 +125,8 @@ def _eval(expr: ast.Expr, env: dict[str, Any], shape_of: ShapeOf | None) -> Any:
         case ast.Tuple(items=items):
             return tuple(_eval(i, env, shape_of) for i in items)
         case ast.Neg(operand=operand):
-            return -_number(_eval(operand, env, shape_of), operand.span, "-")
+            value = _number(_eval(operand, env, shape_of), operand.span, "-")
+            return Quotient(-value) if isinstance(value, Quotient) else -value
         case ast.BinOp(op=op, left=left, right=right):
             a = _number(_eval(left, env, shape_of), left.span, op)
             b = _number(_eval(right, env, shape_of), right.span, op)
@@ -291,6 +292,11 @@ def _number(v: Any, span: Span, op: str) -> Any:
     return v
 
 
+class Quotient(float):
+    """A float that `/` made, directly or through later arithmetic: where a whole number
+    is needed, the error can say that `//` is the integer division."""
+
+
 def _arith(op: str, a: Any, b: Any, span: Span) -> Any:
     if isinstance(a, Symbolic) or isinstance(b, Symbolic):
         return {"+": lambda: a + b, "-": lambda: a - b, "*": lambda: a * b,
@@ -299,6 +305,8 @@ def _arith(op: str, a: Any, b: Any, span: Span) -> Any:
         raise CnnError("division by zero", span)
     result = {"+": lambda: a + b, "-": lambda: a - b, "*": lambda: a * b,
               "//": lambda: a // b, "/": lambda: a / b}[op]()
+    if isinstance(result, float) and (op == "/" or Quotient in (type(a), type(b))):
+        result = Quotient(result)
     return _in_range(result, span)
 
 
@@ -319,7 +327,7 @@ def whole(v: Any, what: str, span: Span, minimum: int) -> int:
     if not isinstance(v, int) or isinstance(v, bool):
         hint = ("`/` is true division and gives a float (`72 / 16` is 4.5); `//` is the "
                 "integer one (`72 // 16` is 4), and `round`, `ceil`, `floor` make whole "
-                "numbers") if isinstance(v, float) else None
+                "numbers") if isinstance(v, Quotient) else None
         raise CnnError(f"{what} must be a whole number, not {describe(v)}", span, hint)
     if v < minimum:
         bound = "positive" if minimum == 1 else f"at least {minimum}"

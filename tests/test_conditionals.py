@@ -263,3 +263,13 @@ network n { input 8x8x4; repeat 300 { unit(8) } }
     layers_made = len(result.analysis.layers)
     assert not result.diagnostics and layers_made == 899
     assert len(calls) <= 2 * layers_made  # once while elaborating, once in `infer`
+
+
+@pytest.mark.parametrize("expr, hinted", [
+    ("72/16*in.c", True), ("in.c / 2", True), ("-(7 / 2) + 8", True), ("max(1, 9 / 2)", True),
+    ("2.5", False), ("in.c * 1.5", False), ("floor(9 / 2) + 0.5", False),
+])
+def test_the_floor_division_hint_is_for_results_of_true_division(expr, hinted):
+    [d] = analyse(f"network n {{ input 4x4x3; conv {expr} 1 }}").diagnostics
+    assert d.message.startswith("`filters` must be a whole number")
+    assert ("`//` is the integer one" in (d.hint or "")) == hinted

@@ -12,6 +12,9 @@ from cnndsl.graph import Graph, Node, Scope, TrainEntry
 from cnndsl.infer import Shapes
 from cnndsl.ops import OPS, Op
 from cnndsl.values import (
+    FALSE,
+    FUNCTIONS,
+    TRUE,
     Deferred,
     TensorRef,
     UnknownShape,
@@ -235,6 +238,10 @@ class Elaborator:
             return
         free = [s for s in op.positional if s.name not in values]
         takes_word = bool(free) and free[0].kind in ("activation", "bool", "padding")
+        if value in (TRUE, FALSE) and not takes_word:
+            keys = [f"`{a.name}=`" for a in op.args if a.kind == "bool"]
+            raise CnnError(f"`{value.name}` is not a positional argument of `{op.name}`",
+                           arg.span, f"pass it to a key: {', '.join(keys)}" if keys else None)
         if isinstance(value, Word) and not takes_word:
             choices = [*op.flags, *env]
             raise CnnError(f"unknown name `{value.name}`", arg.span,
@@ -285,6 +292,9 @@ class Elaborator:
                 raise CnnError(f"`{name}` is an op, not a block", stmt.op.span,
                                f"ops take arguments after a space: `{OPS[name].usage()}`; "
                                f"`{name} (3, 2)` passes a tuple")
+            if name in FUNCTIONS:
+                raise CnnError(f"`{name}` is a function, not a block", stmt.op.span,
+                               f"use it inside an argument: `conv {name}(8, in.c // 4) 1x1`")
             keras = keras_habits.hint(stmt)
             if keras:
                 raise CnnError(f"`{name}(...)` is a Keras layer call", stmt.span, keras)

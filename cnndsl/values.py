@@ -33,6 +33,8 @@ def _is_number(v: Any) -> bool:
 
 
 def describe(v: Any) -> str:
+    if v in (Word("true"), Word("false")):
+        return f"the truth value `{v.name}`"
     if isinstance(v, Word):
         return f"the name `{v.name}`"
     if isinstance(v, str):

@@ -64,7 +64,34 @@ class Neg:
     span: Span
 
 
-Expr = Num | Size | Str | Name | Attr | Tuple | BinOp | Neg
+@dataclass(frozen=True)
+class Call:
+    """`max(8, c // 4)`: one of the built-in functions (values.FUNCTIONS)."""
+
+    func: Name
+    args: tuple[Expr, ...]
+    span: Span
+
+
+@dataclass(frozen=True)
+class Compare:
+    op: str  # one of == != < <= > >=
+    left: Expr
+    right: Expr
+    span: Span
+
+
+@dataclass(frozen=True)
+class Logic:
+    """`a and b`, `a or b` (short-circuit), `not a` (then `right` is None)."""
+
+    op: str  # and, or, not
+    left: Expr
+    right: Expr | None
+    span: Span
+
+
+Expr = Num | Size | Str | Name | Attr | Tuple | BinOp | Neg | Call | Compare | Logic
 
 # ----------------------------------------------------------------------------- statements
 
@@ -113,6 +140,19 @@ class Stmt:
     is_call: bool
     span: Span
 
+
+@dataclass(frozen=True)
+class If:
+    """`if COND { ... } else { ... }`: one branch is elaborated; `orelse` holds an
+    `else if` as a one-statement body."""
+
+    cond: Expr
+    body: tuple[Statement, ...]
+    orelse: tuple[Statement, ...]
+    span: Span
+
+
+Statement = Stmt | If
 
 # ----------------------------------------------------------------------------- top level
 

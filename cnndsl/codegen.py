@@ -41,7 +41,7 @@ from cnndsl.files import write_atomic
 from cnndsl.infer import Analysis
 from cnndsl.ops import OPS
 from cnndsl.ops.base import KerasLayer, Op
-from cnndsl.values import Deferred, Symbolic, TensorRef, Word, evaluate, is_symbolic
+from cnndsl.values import Deferred, Symbolic, TensorRef, Word, evaluate, is_symbolic, truth
 
 MAX_LOOP_DEPTH = 8  # deeper `repeat` nests are written out (Python nests 20 blocks at most)
 LINE_LENGTH = 88  # ruff's default: the module passes `ruff format --check` as written
@@ -104,8 +104,9 @@ def identifier(name: str, taken: set[str] = frozenset()) -> str:  # type: ignore
 
 # ----------------------------------------------------------------------------- symbolic values
 
-_ADD, _MUL, _UNARY, _ATOM = 1, 2, 3, 4
+_IFELSE, _OR, _AND, _NOT, _CMP, _ADD, _MUL, _UNARY, _ATOM = range(-4, 5)
 _PREC = {"+": _ADD, "-": _ADD, "*": _MUL, "/": _MUL, "//": _MUL}
+_FUNCTIONS = {"min", "max", "round"}  # Python's builtins; `ceil` and `floor` need `math`
 
 
 class Sym(Symbolic):
@@ -117,7 +118,8 @@ class Sym(Symbolic):
 
     def __init__(self, src: str, prec: int = _ATOM, kind: str = "number") -> None:
         self.src, self.prec = src, prec
-        self.kind = kind  # number, size (a number or a tuple of them), word (a string)
+        self.kind = kind  # number, size (a number or a tuple of them), word (a string), bool
+        self.negated: str | None = None  # a comparison's opposite: `a != b` for `a == b`
 
     def __repr__(self) -> str:
         return f"Sym({self.src!r})"
@@ -189,6 +191,52 @@ class Sym(Symbolic):
 
     __le__ = __gt__ = __ge__ = __lt__
 
+    def apply(self, func: str, args: tuple[Any, ...]) -> Sym:
+        """A function or comparison of the language as Python source: `max(8, c // 4)`,
+        `stride == 1 and inputs.shape[-1] == filters`."""
+        if func in _FUNCTIONS:
+            return Sym(f"{func}({', '.join(self._src(a, _OR) for a in args)})")
+        if func in ("and", "or", "not"):
+            prec = {"and": _AND, "or": _OR, "not": _NOT}[func]
+            if func == "not":
+                return _negation(args[0])
+            return Sym(f"{_condition(args[0], prec)} {func} {_condition(args[1], prec + 1)}",
+                       prec, "bool")
+        if func in _INVERSE:
+            a, b = (_operand(x, _CMP + 1) for x in args)
+            compared = Sym(f"{a} {func} {b}", _CMP, "bool")
+            compared.negated = f"{a} {_INVERSE[func]} {b}"
+            return compared
+        raise Unsupported(f"`{func}` in generated code")
+
+
+def _operand(v: Any, prec: int) -> str:
+    """A compared value: a number, a word (a string) or a tuple."""
+    if isinstance(v, Sym):
+        return v.src if v.prec >= prec else f"({v.src})"
+    return literal(v) if not isinstance(v, int | float) else Sym._src(v, prec)
+
+
+_INVERSE = {"==": "!=", "!=": "==", "<": ">=", "<=": ">", ">": "<=", ">=": "<"}
+
+
+def _negation(v: Any) -> Sym:
+    """`not c`, written as ruff prefers: `a != b` for `not a == b`."""
+    if isinstance(v, Sym) and v.kind == "word":
+        return Sym(f'{v.src} != "true"', _CMP, "bool")
+    if isinstance(v, Sym) and v.negated is not None:
+        return Sym(v.negated, _CMP, "bool")
+    return Sym(f"not {_condition(v, _NOT)}", _NOT, "bool")
+
+
+def _condition(v: Any, prec: int) -> str:
+    """A condition: a word parameter holds "true" or "false", which Python must compare."""
+    if isinstance(v, Sym) and v.kind == "word":
+        return _operand(Sym(f'{v.src} == "true"', _CMP), prec)
+    if isinstance(v, Sym):
+        return _operand(v, prec)
+    return "True" if v else "False"
+
 
 class _SymShape:
     """The shape of a tensor variable, read by `in.h`, `in.w`, `in.c`."""
@@ -237,6 +285,13 @@ class _Name:
         return 'f"' + "".join(out) + '"'
 
 
+_DIVERGED = object()  # a counter after an `if` whose branches counted differently
+
+
+def _numbered(name: str, base: str) -> bool:
+    return re.fullmatch(re.escape(base) + r"_\d+", name) is not None
+
+
 @dataclass
 class _Scope:
     """Where names are made: the elaborator's per-scope counters, replayed."""
@@ -248,6 +303,8 @@ class _Scope:
 
     def fresh(self, base: str) -> _Name:
         c = self.counters.get(base, 0)
+        if c is _DIVERGED:
+            raise Unsupported(f"`{base}_N` numbered differently by the branches of an `if`")
         if isinstance(c, Sym):
             if any(re.fullmatch(re.escape(base) + r"_\d+", n) for n in self.claimed):
                 raise Unsupported(f"`{base}_N` names next to a symbolic count")
@@ -265,6 +322,39 @@ class _Scope:
     def claim(self, local: str) -> _Name:
         self.claimed.add(local)
         return self.name.child(local)
+
+    def snapshot(self) -> tuple[dict[str, Any], set[str]]:
+        return dict(self.counters), set(self.claimed)
+
+    def join(self, cond: Sym, before: tuple[dict[str, Any], set[str]],
+             then: tuple[dict[str, Any], set[str]]) -> None:
+        """After a Python `if`: a counter the branches left apart counts on at run time,
+        `(c + 1 if cond else c)`; its names are then made from that expression. A name
+        `base_N` taken in one branch only (by `as`) would shift later numbers in that
+        branch alone: those bases are unusable after the `if`."""
+        other = self.snapshot()
+        self.counters, self.claimed = dict(before[0]), before[1] | then[1] | other[1]
+        counted = set()
+        for base in {*then[0], *other[0]}:
+            a, b = then[0].get(base, 0), other[0].get(base, 0)
+            if a is b or (not (isinstance(a, Sym) or isinstance(b, Sym)) and a == b):
+                self.counters[base] = a
+                continue
+            start = before[0].get(base, 0)
+            made = {n for n in (then[1] | other[1]) - before[1] if _numbered(n, base)}
+            if ('"' in cond.src or _DIVERGED in (a, b) or not all(
+                    isinstance(x, int) for x in (start, a, b))
+                    or made - {f"{base}_{k}" for k in range(start + 1, max(a, b) + 1)}):
+                self.counters[base] = _DIVERGED  # (no quotes inside an f-string)
+                continue
+            self.counters[base] = Sym(f"{_operand(a, _OR)} if {cond.src} else "
+                                      f"{_operand(b, _IFELSE)}", _IFELSE)
+            self.claimed -= made
+            counted.add(base)
+        for name in then[1] ^ other[1]:
+            base = name.rpartition("_")[0]
+            if _numbered(name, base) and base not in counted:
+                self.counters[base] = _DIVERGED
 
     def collides(self, base: str, count: Any) -> bool:
         """Would `count` names `base_N` from the counter on skip a name already taken?"""
@@ -312,7 +402,7 @@ class _Function:
     lines: list[str]
 
 
-def _reads_in(stmts: tuple[ast.Stmt, ...]) -> bool:
+def _reads_in(stmts: tuple[ast.Statement, ...]) -> bool:
     """Does a body read its own block's input (`in.c`) -- outside nested blocks' bodies."""
     def expr(e: Any) -> bool:
         match e:
@@ -324,11 +414,19 @@ def _reads_in(stmts: tuple[ast.Stmt, ...]) -> bool:
                 return any(expr(i) for i in items)
             case ast.Neg(operand=o):
                 return expr(o)
-            case ast.BinOp(left=a, right=b):
+            case ast.BinOp(left=a, right=b) | ast.Compare(left=a, right=b):
                 return expr(a) or expr(b)
+            case ast.Logic(left=a, right=b):
+                return expr(a) or (b is not None and expr(b))
+            case ast.Call(args=args):
+                return any(expr(a) for a in args)
         return False
 
     for s in stmts:
+        if isinstance(s, ast.If):
+            if expr(s.cond) or _reads_in(s.body) or _reads_in(s.orelse):
+                return True
+            continue
         if any(expr(a.value) for a in s.args):
             return True
         if s.brace and (_reads_in(s.brace.body) or any(_reads_in(p.body) for p in s.brace.paths)):
@@ -418,6 +516,14 @@ class _Emitter:
             return tuple(self.resolve(x) for x in v)
         return v
 
+    def fits(self, name: _Name) -> _Name:
+        """A name counted by a condition (`conv_{(1 if c else 0) + 1}`) must fit on its
+        line: an f-string cannot be wrapped."""
+        text = name.render()
+        if " if " in text and not _fits(self.indent + 1, f"name={text},"):
+            raise Unsupported("a name counted by a long condition")
+        return name
+
     def loop_var(self) -> str:
         self.loop_depth += 1
         return "ijk"[self.loop_depth - 1] if self.loop_depth <= 3 else f"i{self.loop_depth}"
@@ -430,8 +536,10 @@ class _Emitter:
             current = self.stmt(stmt, env, scope, current, chain)
         return current
 
-    def stmt(self, stmt: ast.Stmt, env: dict[str, Any], scope: _Scope, current: str,
+    def stmt(self, stmt: ast.Statement, env: dict[str, Any], scope: _Scope, current: str,
              chain: str) -> str:
+        if isinstance(stmt, ast.If):
+            return self.if_(stmt, env, scope, current, chain)
         if stmt.is_call:
             return self.call(stmt, env, scope, current, chain)
         if stmt.op.id == "repeat":
@@ -449,7 +557,7 @@ class _Emitter:
         elif stmt.alias:
             name = scope.claim(stmt.alias.id)
         else:
-            name = scope.fresh(op.name)
+            name = self.fits(scope.fresh(op.name))
         return self.layers(op, args, name, inputs, chain)
 
     def bind(self, op: Op, stmt: ast.Stmt, env: dict[str, Any]) -> dict[str, Any]:
@@ -486,13 +594,55 @@ class _Emitter:
             x = chain
         return chain
 
+    # ---- conditionals
+
+    def if_(self, stmt: ast.If, env: dict[str, Any], scope: _Scope, current: str,
+            chain: str, keyword: str = "if") -> str:
+        """A known condition picks its branch; one on a parameter or on `in.c` becomes a
+        Python `if` (an `else if` on one, an `elif`), each branch leaving its result in
+        `chain`."""
+        cond = self.condition(stmt, env)
+        if not isinstance(cond, Sym):
+            return self.body(stmt.body if cond else stmt.orelse, env, scope, current, chain)
+        before = scope.snapshot()
+        self.emit(f"{keyword} {_condition(cond, _OR)}:")
+        self._branch(stmt.body, env, scope, current, chain)
+        after_if = scope.snapshot()
+        scope.counters, scope.claimed = dict(before[0]), set(before[1])
+        nested = stmt.orelse[0] if len(stmt.orelse) == 1 else None
+        if isinstance(nested, ast.If) and isinstance(self.condition(nested, env), Sym):
+            self.if_(nested, env, scope, current, chain, "elif")
+        elif stmt.orelse or current != chain:
+            self.emit("else:")
+            self._branch(stmt.orelse, env, scope, current, chain)
+        scope.join(cond, before, after_if)
+        return chain
+
+    def condition(self, stmt: ast.If, env: dict[str, Any]) -> bool | Sym:
+        try:
+            return truth(self.resolve(evaluate(stmt.cond, env)), stmt.cond)
+        except CnnError as err:  # checked concretely; symbolically it reads otherwise
+            raise Unsupported(err.message) from err
+
+    def _branch(self, stmts: tuple[ast.Statement, ...], env: dict[str, Any], scope: _Scope,
+                current: str, chain: str) -> None:
+        self.indent += 1
+        start = len(self.lines)
+        out = self.body(stmts, env, scope, current, chain)
+        if out != chain:
+            self.emit(f"{chain} = {out}")
+        if len(self.lines) == start:
+            self.emit("pass")
+        self.indent -= 1
+
     # ---- blocks
 
     def call(self, stmt: ast.Stmt, env: dict[str, Any], scope: _Scope, current: str,
              chain: str, name: _Name | None = None) -> str:
         block = self.blocks[stmt.op.id]
         if name is None:
-            name = scope.claim(stmt.alias.id) if stmt.alias else scope.fresh(block.name.id)
+            name = scope.claim(stmt.alias.id) if stmt.alias else self.fits(
+                scope.fresh(block.name.id))
         if block.name.id in self.functions:
             return self.function_call(block, stmt, env, name, current, chain)
         # Expanded in place: the block's body, with its arguments bound.
@@ -529,12 +679,12 @@ class _Emitter:
         count = self.resolve(evaluate(stmt.args[0].value, env))
         assert stmt.brace is not None
         body = stmt.brace.body
-        own_scope = stmt.alias is not None or not (len(body) == 1 and body[0].is_call
+        own_scope = stmt.alias is not None or not (len(body) == 1 and _is_call(body[0])
                                                    and body[0].alias is None)
         base = (stmt.alias.id if stmt.alias else "repeat") if own_scope else body[0].op.id
-        if not _makes_layers(body, self.blocks):
+        if count != 0 and not _makes_layers(body, self.blocks):
             count = 1  # the elaborator stops after a repetition that makes nothing
-        if not isinstance(count, Sym) and (count == 1 or scope.collides(base, count)):
+        if not isinstance(count, Sym) and (count <= 1 or scope.collides(base, count)):
             # Unrolled: once, or around a name taken by hand (`as repeat_2`), as the
             # elaborator skips it
             for _ in range(count):
@@ -618,8 +768,8 @@ class _Emitter:
     def sequential(self) -> list[list[str]] | None:
         """The layers of a plain chain, each as the lines of its constructor; else None."""
         body = self.network.body
-        if any(s.is_call or s.op.id == "repeat" or OPS[s.op.id].arity == "merge"
-               for s in body):
+        if any(not isinstance(s, ast.Stmt) or s.is_call or s.op.id == "repeat"
+               or OPS[s.op.id].arity == "merge" for s in body):
             return None
         scope = _Scope(_Name(()))
         env = {"in": self.tensor_ref("inputs")}
@@ -908,9 +1058,16 @@ def _normalise(kind: str, v: Any) -> Any:
     raise Unsupported(f"a symbolic {kind}")
 
 
-def _makes_layers(stmts: tuple[ast.Stmt, ...], blocks: dict[str, ast.BlockDef],
+def _makes_layers(stmts: tuple[ast.Statement, ...], blocks: dict[str, ast.BlockDef],
                   seen: frozenset[str] = frozenset()) -> bool:
     for s in stmts:
+        if isinstance(s, ast.If):
+            either = (_makes_layers(s.body, blocks, seen), _makes_layers(s.orelse, blocks, seen))
+            if all(either):
+                return True
+            if any(either):  # the elaborator's count of repetitions depends on the branch
+                raise Unsupported("a repeated `if` that may make no layers")
+            continue
         if not s.is_call:
             return True
         b = blocks.get(s.op.id)
@@ -918,6 +1075,10 @@ def _makes_layers(stmts: tuple[ast.Stmt, ...], blocks: dict[str, ast.BlockDef],
                                                                     seen | {b.name.id}):
             return True
     return False
+
+
+def _is_call(stmt: ast.Statement) -> bool:
+    return isinstance(stmt, ast.Stmt) and stmt.is_call
 
 
 def _param_names(block: ast.BlockDef, fn_names: dict[str, str]) -> dict[str, str]:

@@ -73,11 +73,21 @@ class CnnError(Exception):
         return Diagnostic(ERROR, self.message, self.span or fallback, self.hint, self.labels)
 
 
+def _fold(name: str) -> str:
+    return name.lower().replace("_", "")
+
+
 def did_you_mean(word: str, choices: Iterable[str]) -> str | None:
-    """A hint naming the closest candidate, or None when nothing is close."""
+    """A hint naming the closest candidate, or None when nothing is close. Case and `_`
+    are ignored first (`reLU` -> `relu`, `MaxPool` -> `maxpool`, `max_pool` -> `maxpool`)."""
     import difflib  # only on the error path: keeps `check` start-up short
-    close = difflib.get_close_matches(word, sorted(set(choices)), n=1, cutoff=0.6)
-    return f"did you mean `{close[0]}`?" if close else None
+    options = sorted(set(choices))
+    same = [c for c in options if _fold(c) == _fold(word)]
+    if same:
+        return f"did you mean `{same[0]}`?"
+    folded = {_fold(c): c for c in reversed(options)}
+    close = difflib.get_close_matches(_fold(word), folded, n=1, cutoff=0.6)
+    return f"did you mean `{folded[close[0]]}`?" if close else None
 
 
 def has_errors(diagnostics: Iterable[Diagnostic]) -> bool:

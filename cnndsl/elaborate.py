@@ -6,11 +6,25 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
-from cnndsl import ast
+from cnndsl import ast, keras_habits
 from cnndsl.diagnostics import CnnError, Diagnostic, Label, Span, did_you_mean
 from cnndsl.graph import Graph, Node, Scope, TrainEntry
+from cnndsl.infer import Shapes
 from cnndsl.ops import OPS, Op
-from cnndsl.values import Deferred, TensorRef, Word, convert, evaluate, whole
+from cnndsl.values import (
+    FALSE,
+    FUNCTIONS,
+    TRUE,
+    Deferred,
+    TensorRef,
+    UnknownShape,
+    Word,
+    convert,
+    evaluate,
+    show,
+    truth,
+    whole,
+)
 
 MAX_LAYERS = 100_000
 _NO_INPUT = -1  # before the network's `input`
@@ -34,6 +48,7 @@ class Elaborator:
         self.call_stack: list[ast.BlockDef] = []
         self.call_sites: list[Scope] = []  # the block instances being expanded
         self.repeat_spans: list[Span] = []
+        self.shapes = Shapes(self.nodes)  # for conditions that read a tensor's shape
         for block in program.blocks:
             self._define(block)
 
@@ -86,7 +101,7 @@ class Elaborator:
 
     # ---- statements
 
-    def body(self, stmts: tuple[ast.Stmt, ...], current: int | None, env: dict[str, Any],
+    def body(self, stmts: tuple[ast.Statement, ...], current: int | None, env: dict[str, Any],
              scope: tuple[str, ...]) -> int | None:
         for stmt in stmts:
             try:
@@ -100,8 +115,10 @@ class Elaborator:
                 current = None
         return current
 
-    def stmt(self, stmt: ast.Stmt, current: int | None, env: dict[str, Any],
+    def stmt(self, stmt: ast.Statement, current: int | None, env: dict[str, Any],
              scope: tuple[str, ...]) -> int | None:
+        if isinstance(stmt, ast.If):
+            return self.if_(stmt, current, env, scope)
         if stmt.is_call:
             return self.call(stmt, current, env, scope)
         name = stmt.op.id
@@ -112,8 +129,13 @@ class Elaborator:
             if name in self.blocks:
                 raise CnnError(f"`{name}` is a block: call it with parentheses", stmt.op.span,
                                f"write `{name}(...)`, with no space before `(`")
+            if name in ("else", "elif"):
+                raise CnnError(f"`{name}` without its `if`", stmt.op.span,
+                               "`else` follows the `}` of its `if` on the same line: "
+                               "`} else {`, or `} else if COND {`")
             raise CnnError(f"unknown op `{name}`", stmt.op.span,
-                           did_you_mean(name, [*OPS, *self.blocks, "repeat"])
+                           keras_habits.hint(stmt)
+                           or did_you_mean(name, [*OPS, *self.blocks, "repeat"])
                            or "see docs/language.md for the list of ops")
         if op.arity == "source":
             if current != _NO_INPUT or scope:
@@ -173,11 +195,12 @@ class Elaborator:
         """Match a statement's arguments to the op's: flags, positionals, then key=value."""
         values: dict[str, Any] = {}
         spans: dict[str, Span] = {}
-        for arg in stmt.args:
+        for i, arg in enumerate(stmt.args):
             if isinstance(arg, ast.Keyword):
                 self._keyword(op, arg, env, values, spans)
             else:
-                self._positional(op, arg, env, values, spans)
+                self._positional(op, arg, env, values, spans,
+                                 (stmt.args[i - 1] if i else None, *stmt.args[i + 1:i + 2]))
         for spec in op.args:
             if spec.name not in values:
                 if spec.required:
@@ -203,7 +226,8 @@ class Elaborator:
         values[key], spans[key] = evaluate(arg.value, env), arg.span
 
     def _positional(self, op: Op, arg: ast.Positional, env: dict[str, Any],
-                    values: dict[str, Any], spans: dict[str, Span]) -> None:
+                    values: dict[str, Any], spans: dict[str, Span],
+                    around: tuple[ast.Arg | None, ...] = ()) -> None:
         value = evaluate(arg.value, env)
         if isinstance(value, Word) and value.name in op.flags:
             key, flag_value = op.flags[value.name]
@@ -214,10 +238,15 @@ class Elaborator:
             return
         free = [s for s in op.positional if s.name not in values]
         takes_word = bool(free) and free[0].kind in ("activation", "bool", "padding")
+        if value in (TRUE, FALSE) and not takes_word:
+            keys = [f"`{a.name}=`" for a in op.args if a.kind == "bool"]
+            raise CnnError(f"`{value.name}` is not a positional argument of `{op.name}`",
+                           arg.span, f"pass it to a key: {', '.join(keys)}" if keys else None)
         if isinstance(value, Word) and not takes_word:
             choices = [*op.flags, *env]
             raise CnnError(f"unknown name `{value.name}`", arg.span,
-                           did_you_mean(value.name, choices) or self._flag_hint(op))
+                           _keras_habit(op, value.name, around, env)
+                           or did_you_mean(value.name, choices) or self._flag_hint(op))
         if not free:
             n = len(op.positional)
             takes = f"{n} positional argument{'s' if n != 1 else ''}, `{op.usage()}`" if n \
@@ -237,7 +266,22 @@ class Elaborator:
             return f"`{op.name}` takes as flag words {listed}"
         return f"`{op.name}` takes no flag words"
 
-    # ---- blocks and repeat
+    # ---- conditionals, blocks and repeat
+
+    def if_(self, stmt: ast.If, current: int | None, env: dict[str, Any],
+            scope: tuple[str, ...]) -> int | None:
+        """One branch is elaborated; a condition on `in.c` reads the shape made so far."""
+        value = evaluate(stmt.cond, env)
+        if isinstance(value, Deferred) and current == _NO_INPUT:
+            raise CnnError("this condition reads `in` before the network's `input`",
+                           stmt.cond.span, "put the `if` after `input`")
+        if isinstance(value, Deferred):
+            try:
+                value = evaluate(value.expr, value.env, self.shapes.shape_of)
+            except UnknownShape:
+                return None  # lost to an earlier error, said there
+        chosen = stmt.body if truth(value, stmt.cond) else stmt.orelse
+        return self.body(chosen, current, env, scope)
 
     def call(self, stmt: ast.Stmt, current: int | None, env: dict[str, Any],
              scope: tuple[str, ...]) -> int | None:
@@ -248,6 +292,12 @@ class Elaborator:
                 raise CnnError(f"`{name}` is an op, not a block", stmt.op.span,
                                f"ops take arguments after a space: `{OPS[name].usage()}`; "
                                f"`{name} (3, 2)` passes a tuple")
+            if name in FUNCTIONS:
+                raise CnnError(f"`{name}` is a function, not a block", stmt.op.span,
+                               f"use it inside an argument: `conv {name}(8, in.c // 4) 1x1`")
+            keras = keras_habits.hint(stmt)
+            if keras:
+                raise CnnError(f"`{name}(...)` is a Keras layer call", stmt.span, keras)
             raise CnnError(f"unknown block `{name}`", stmt.op.span,
                            did_you_mean(name, [*self.blocks, *OPS]))
         if current == _NO_INPUT:
@@ -315,15 +365,14 @@ class Elaborator:
         if isinstance(count, Deferred):
             raise CnnError("a repeat count cannot depend on a tensor's shape", positional[0].span,
                            "the number of layers must be known before shapes are")
-        count = whole(count, "the repeat count",
-                       positional[0].span, 1)
+        count = whole(count, "the repeat count", positional[0].span, 0)
         brace = stmt.brace
         if brace is None or brace.paths or not brace.body:
             raise CnnError("`repeat` needs a body in braces: `repeat N { ... }`",
                            brace.span if brace else stmt.op.span)
         body = brace.body
         # A repeated single block call is scoped by its own calls (dense_layer_1, _2, ...).
-        own_scope = stmt.alias is not None or not (len(body) == 1 and body[0].is_call
+        own_scope = stmt.alias is not None or not (len(body) == 1 and _is_call(body[0])
                                                    and body[0].alias is None)
         self.repeat_spans.append(stmt.span)
         try:
@@ -346,7 +395,8 @@ class Elaborator:
     # ---- networks
 
     def network(self, net: ast.Network) -> int | None:
-        if not any(s.op.id == "input" and not s.is_call for s in net.body):
+        if not any(isinstance(s, ast.Stmt) and s.op.id == "input" and not s.is_call
+                   for s in net.body):
             self.error(f"network `{net.name.id}` has no `input`", net.name.span,
                        "start it with `input HxWxC`, e.g. `input 28x28x1`")
             self.body(net.body, None, {}, ())  # still check each layer's own arguments
@@ -358,6 +408,29 @@ class Elaborator:
         return None if current == _NO_INPUT else current
 
 
+def _keras_habit(op: Op, word: str, around: tuple[ast.Arg | None, ...],
+                 env: dict[str, Any]) -> str | None:
+    """What to write instead of a Keras habit: a key without `=` (`stride 2`), or a size
+    with spaces (`3 x 3`). `around` holds the arguments before and after the word."""
+    def shown(arg: ast.Arg | None) -> str:
+        try:
+            return show(evaluate(arg.value, env)) if isinstance(arg, ast.Positional) else ""
+        except CnnError:
+            return ""
+
+    before, after = (shown(a) for a in (*around, None, None)[:2])
+    if op.arg(word) is not None:
+        return f"`{word}` is a key: write `{word}={after or '...'}`"
+    if word == "x":
+        size = f"{before}x{after}" if before.isdigit() and after.isdigit() else "3x3"
+        return f"sizes are written without spaces: `{size}`"
+    return None
+
+
+def _is_call(stmt: ast.Statement) -> bool:
+    return isinstance(stmt, ast.Stmt) and stmt.is_call
+
+
 def _train(program: ast.Program, diagnostics: list[Diagnostic]) -> list[TrainEntry]:
     if not program.trains:
         return []
@@ -366,6 +439,10 @@ def _train(program: ast.Program, diagnostics: list[Diagnostic]) -> list[TrainEnt
                                     "merge the two sections").diagnostic())
     entries = []
     for stmt in program.trains[0].entries:
+        if isinstance(stmt, ast.If):
+            diagnostics.append(CnnError("a `train` section has no `if`", stmt.span,
+                                        "its entries are settings: `epochs 10`").diagnostic())
+            continue
         try:
             values = tuple(evaluate(a.value, {}) for a in stmt.args
                            if isinstance(a, ast.Positional))

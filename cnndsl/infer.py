@@ -215,3 +215,21 @@ def infer(graph: Graph) -> Analysis:
     for node in graph.nodes:
         layers.append(_layer(node, layers, diagnostics, scopes))
     return Analysis(graph, layers, list(dict.fromkeys(diagnostics)))  # once per repeat body
+
+
+class Shapes:
+    """The shapes of a graph still being built, inferred on demand and cached: elaboration
+    asks for them when an `if` reads `in.c`. Nodes come in topological order, so each is
+    analysed once, by the same per-layer rule as `infer`; the diagnostics are left to
+    `infer`, which says them in full."""
+
+    def __init__(self, nodes: list[Node]) -> None:
+        self.nodes = nodes  # the elaborator's list, growing
+        self.layers: list[Layer] = []
+
+    def shape_of(self, node: int | None) -> Shape | None:
+        if node is None or not 0 <= node < len(self.nodes):
+            return None
+        while len(self.layers) <= node:
+            self.layers.append(_layer(self.nodes[len(self.layers)], self.layers, [], {}))
+        return self.layers[node].shape

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from functools import cache
 
 from lark import Lark, Token, Transformer, UnexpectedInput, v_args
@@ -19,13 +20,18 @@ _TERMINAL_WORDS = {
     "FLOAT": "a number",
     "SIZE": "a size like `3x3`",
     "STRING": 'a string like `"text"`',
+    "COMPARE": "a comparison",
     "_SEP": "a new line or `;`",
     "$END": "the end of the file",
 }
 # Several expected tokens that say one thing together.
 _GROUPS = (
+    ("an operator (`+ - * / // == <` ...)",
+     {"`+`", "`-`", "`*`", "`/`", "`//`", "a comparison", "`and`", "`or`"}),
     ("an operator (`+ - * / //`)", {"`+`", "`-`", "`*`", "`/`", "`//`"}),
+    ("a value", {"a name", "a number", "a size like `3x3`", "`(`", "`not`", "a block call"}),
     ("a value", {"a name", "a number", "a size like `3x3`", "`(`"}),
+    ("a statement", {"a name", "a block call", "`if`"}),
     ("a statement", {"a name", "a block call"}),
 )
 _MAX_SYNTAX_ERRORS = 20
@@ -111,6 +117,30 @@ class _ToAst(Transformer):
 
     add, sub, mul = _binop("+"), _binop("-"), _binop("*")
     floordiv, truediv = _binop("//"), _binop("/")
+
+    def compare(self, meta, c):
+        return ast.Compare(str(c[1]), c[0], c[2], _span(meta))
+
+    def and_(self, meta, c):
+        return ast.Logic("and", c[0], c[1], _span(meta))
+
+    def or_(self, meta, c):
+        return ast.Logic("or", c[0], c[1], _span(meta))
+
+    def not_(self, meta, c):
+        return ast.Logic("not", c[0], None, _span(meta))
+
+    def func(self, meta, c):
+        return ast.Call(_name(c[0]), tuple(x for x in c[1:] if x is not None), _span(meta))
+
+    def if_stmt(self, meta, c):
+        cond, body, rest = c[0], c[1], c[2:]
+        orelse = ()
+        if rest and isinstance(rest[0], ast.If):
+            orelse = (rest[0],)
+        elif rest and rest[0] is not None:
+            orelse = rest[0]
+        return ast.If(cond, body, orelse, _span(meta))
 
     def neg(self, meta, c):
         return ast.Neg(c[0], _span(meta))
@@ -247,7 +277,42 @@ def _syntax_diagnostic(err: UnexpectedInput, text: str) -> Diagnostic:
     span = _span(tok) if tok.line is not None else Span.point(err.line, err.column)
     if tok.type == "_SEP":  # point at the end of the line, not at the blank that follows
         span = Span.point(tok.line, tok.column)
-    return Diagnostic(ERROR, f"unexpected {_found(tok)}", span, f"expected {expected} here")
+    hint = _bare_commas(text, tok) or _keras_call(text, tok) or f"expected {expected} here"
+    return Diagnostic(ERROR, f"unexpected {_found(tok)}", span, hint)
+
+
+def _keras_call(text: str, tok: Token) -> str | None:
+    """For `layers.Conv2D(32, 3)` and `model.add(Dense(10))`: the `.cnn` line instead."""
+    from cnndsl import keras_habits  # only on this error path
+
+    if tok.type != "DOT" or tok.line is None:
+        return None
+    rest = text.split("\n")[tok.line - 1].split("#", 1)[0].strip()
+    while True:  # `keras.layers.` and `model.add(...)` around the call
+        dotted = re.match(r"[A-Za-z_][A-Za-z0-9_]*\.", rest)
+        added = re.fullmatch(r"add\((.*)\)", rest)
+        if not dotted and not added:
+            break
+        rest = added.group(1) if added else rest[dotted.end():]  # type: ignore[union-attr]
+    try:
+        program = _ToAst().transform(_parser().parse(f"network n {{ {rest} }}"))
+    except (UnexpectedInput, VisitError, RecursionError):
+        return None
+    stmt = program.networks[0].body[0] if program.networks[0].body else None
+    return keras_habits.hint(stmt) if isinstance(stmt, ast.Stmt) and stmt.is_call else None
+
+
+def _bare_commas(text: str, tok: Token) -> str | None:
+    """For `input 28,28,1`: a size written with commas outside parentheses."""
+    if tok.type != "COMMA" or tok.line is None:
+        return None
+    line = text.split("\n")[tok.line - 1]
+    for run in re.finditer(r"[0-9]+(\s*,\s*[0-9]+)+", line):
+        if run.start() < tok.column <= run.end():
+            dims = re.findall(r"[0-9]+", run.group())
+            return (f"write the size as `{'x'.join(dims)}` (or `({', '.join(dims)})`); "
+                    "commas separate values only inside parentheses")
+    return None
 
 
 def _blank_line(text: str, line: int) -> str | None:

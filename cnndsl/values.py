@@ -33,18 +33,21 @@ def _is_number(v: Any) -> bool:
 
 
 def describe(v: Any) -> str:
+    if v in (Word("true"), Word("false")):
+        return f"the truth value `{v.name}`"
     if isinstance(v, Word):
         return f"the name `{v.name}`"
     if isinstance(v, str):
         return f'the string "{v}"'
     if isinstance(v, tuple):
-        return f"the tuple {_show(v)}"
+        return f"the tuple {show(v)}"
     return f"`{v}`"
 
 
-def _show(v: Any) -> str:
+def show(v: Any) -> str:
+    """A value as the .cnn source writes it: `2`, `(3, 3)`, `same`."""
     if isinstance(v, tuple):
-        return "(" + ", ".join(_show(x) for x in v) + ("," if len(v) == 1 else "") + ")"
+        return "(" + ", ".join(show(x) for x in v) + ("," if len(v) == 1 else "") + ")"
     return v.name if isinstance(v, Word) else repr(v)
 
 
@@ -70,6 +73,11 @@ class Symbolic:
     """A value known only when generated code runs (a block parameter inside the function
     `build` writes for the block): arithmetic on it builds an expression, and `convert`
     passes it through unchecked, as it does a Deferred."""
+
+    def apply(self, func: str, args: tuple[Any, ...]) -> Any:
+        """`func(*args)` for a built-in function or a comparison (`==`, `and`, ...) whose
+        arguments include this value; the code generator's values implement it."""
+        raise NotImplementedError
 
 
 def is_symbolic(v: Any) -> bool:
@@ -119,14 +127,119 @@ def _eval(expr: ast.Expr, env: dict[str, Any], shape_of: ShapeOf | None) -> Any:
         case ast.Tuple(items=items):
             return tuple(_eval(i, env, shape_of) for i in items)
         case ast.Neg(operand=operand):
-            return -_number(_eval(operand, env, shape_of), operand.span, "-")
+            value = _number(_eval(operand, env, shape_of), operand.span, "-")
+            return Quotient(-value) if isinstance(value, Quotient) else -value
         case ast.BinOp(op=op, left=left, right=right):
             a = _number(_eval(left, env, shape_of), left.span, op)
             b = _number(_eval(right, env, shape_of), right.span, op)
             return _arith(op, a, b, expr.span)
         case ast.Attr():
             return _attr(expr, env, shape_of)
+        case ast.Call():
+            return _call(expr, [_eval(a, env, shape_of) for a in expr.args])
+        case ast.Compare(op=op, left=left, right=right):
+            return _compare(expr, _eval(left, env, shape_of), _eval(right, env, shape_of))
+        case ast.Logic():
+            return _logic(expr, env, shape_of)
     raise CnnError("this expression is not supported", expr.span)
+
+
+# ----------------------------------------------------------------------------- functions
+
+TRUE, FALSE = Word("true"), Word("false")
+
+
+def _whole(x: float, rounding: Callable[[float], int]) -> int:
+    return x if isinstance(x, int) else rounding(x)
+
+
+# name: (fewest arguments, most arguments or None, the function on numbers)
+FUNCTIONS: dict[str, tuple[int, int | None, Callable[..., Any]]] = {
+    "min": (2, None, min),
+    "max": (2, None, max),
+    "round": (1, 1, round),  # Python's: halves go to the even neighbour
+    "ceil": (1, 1, lambda x: _whole(x, math.ceil)),
+    "floor": (1, 1, lambda x: _whole(x, math.floor)),
+}
+
+
+def _call(expr: ast.Call, args: list[Any]) -> Any:
+    name = expr.func.id
+    if name not in FUNCTIONS:
+        raise CnnError(f"unknown function `{name}`", expr.func.span,
+                       did_you_mean(name, FUNCTIONS)
+                       or "the functions are " + ", ".join(f"`{f}`" for f in FUNCTIONS))
+    fewest, most, function = FUNCTIONS[name]
+    if len(args) < fewest or (most is not None and len(args) > most):
+        count = f"{fewest}" if fewest == most else f"at least {fewest}"
+        raise CnnError(f"`{name}` takes {count} argument{'s' if fewest != 1 else ''}, "
+                       f"not {len(args)}", expr.span)
+    for a, e in zip(args, expr.args, strict=True):
+        _number(a, e.span, name)
+    symbolic = next((a for a in args if isinstance(a, Symbolic)), None)
+    if symbolic is not None:
+        return symbolic.apply(name, tuple(args))
+    return _in_range(function(*args), expr.span)
+
+
+def _kind(v: Any) -> str:
+    if _is_number(v) or isinstance(v, Symbolic):
+        return "number"
+    if isinstance(v, Word):
+        return "word"
+    return "string" if isinstance(v, str) else "tuple"
+
+
+def _compare(expr: ast.Compare, a: Any, b: Any) -> Word | Any:
+    """`==` and `!=` compare values of one kind; the orderings compare numbers."""
+    op = expr.op
+    symbolic = isinstance(a, Symbolic) or isinstance(b, Symbolic)
+    if op in ("==", "!="):
+        if _kind(a) != _kind(b) and not symbolic:
+            raise CnnError(f"`{op}` compares {describe(a)} with {describe(b)}", expr.span,
+                           "both sides must be numbers, or both words like `same`; "
+                           "is a name misspelt?")
+    else:
+        _number(a, expr.left.span, op)
+        _number(b, expr.right.span, op)
+    if symbolic:
+        return (a if isinstance(a, Symbolic) else b).apply(op, (a, b))
+    result = {"==": a == b, "!=": a != b}.get(op)
+    if result is None:
+        result = {"<": a < b, "<=": a <= b, ">": a > b, ">=": a >= b}[op]
+    return TRUE if result else FALSE
+
+
+def truth(v: Any, expr: ast.Expr) -> bool | Symbolic:
+    """A condition's value: `true` or `false` (a comparison gives one)."""
+    span = expr.span
+    if isinstance(v, Symbolic):
+        return v
+    if v in (TRUE, FALSE):
+        return v == TRUE
+    if isinstance(v, Word):
+        shown = expr.id if isinstance(expr, ast.Name) and expr.id != v.name else "act"
+        raise CnnError(f"a condition must be `true` or `false`, not the name `{v.name}`", span,
+                       f"compare it: `{shown} == {v.name}`, or pass `true` or `false`")
+    hint = "compare it: `x != 0`" if _is_number(v) else "compare it with `==`"
+    raise CnnError(f"a condition must be `true` or `false`, not {describe(v)}", span, hint)
+
+
+def _logic(expr: ast.Logic, env: dict[str, Any], shape_of: ShapeOf | None) -> Any:
+    """`and`/`or` read their right side only when the left does not decide."""
+    left = truth(_eval(expr.left, env, shape_of), expr.left)
+    if expr.op == "not":
+        return left.apply("not", (left,)) if isinstance(left, Symbolic) else \
+            (FALSE if left else TRUE)
+    if not isinstance(left, Symbolic) and left == (expr.op == "or"):
+        return TRUE if left else FALSE
+    assert expr.right is not None
+    right = truth(_eval(expr.right, env, shape_of), expr.right)
+    if isinstance(left, Symbolic):
+        return left.apply(expr.op, (left, right))
+    if isinstance(right, Symbolic):  # the left side did not decide: the right one does
+        return right
+    return TRUE if right else FALSE
 
 
 def _attr(expr: ast.Attr, env: dict[str, Any], shape_of: ShapeOf | None) -> int:
@@ -165,8 +278,12 @@ def _reads_shape(expr: ast.Expr, env: dict[str, Any]) -> bool:
             return any(_reads_shape(i, env) for i in items)
         case ast.Neg(operand=operand):
             return _reads_shape(operand, env)
-        case ast.BinOp(left=left, right=right):
+        case ast.BinOp(left=left, right=right) | ast.Compare(left=left, right=right):
             return _reads_shape(left, env) or _reads_shape(right, env)
+        case ast.Logic(left=left, right=right):
+            return _reads_shape(left, env) or (right is not None and _reads_shape(right, env))
+        case ast.Call(args=args):
+            return any(_reads_shape(a, env) for a in args)
     return False
 
 
@@ -177,6 +294,11 @@ def _number(v: Any, span: Span, op: str) -> Any:
     return v
 
 
+class Quotient(float):
+    """A float that `/` made, directly or through later arithmetic: where a whole number
+    is needed, the error can say that `//` is the integer division."""
+
+
 def _arith(op: str, a: Any, b: Any, span: Span) -> Any:
     if isinstance(a, Symbolic) or isinstance(b, Symbolic):
         return {"+": lambda: a + b, "-": lambda: a - b, "*": lambda: a * b,
@@ -185,6 +307,8 @@ def _arith(op: str, a: Any, b: Any, span: Span) -> Any:
         raise CnnError("division by zero", span)
     result = {"+": lambda: a + b, "-": lambda: a - b, "*": lambda: a * b,
               "//": lambda: a // b, "/": lambda: a / b}[op]()
+    if isinstance(result, float) and (op == "/" or Quotient in (type(a), type(b))):
+        result = Quotient(result)
     return _in_range(result, span)
 
 
@@ -203,7 +327,10 @@ def _in_range(v: int | float, span: Span) -> int | float:
 def whole(v: Any, what: str, span: Span, minimum: int) -> int:
     """An integer of at least `minimum`, or an error saying what it should be."""
     if not isinstance(v, int) or isinstance(v, bool):
-        raise CnnError(f"{what} must be a whole number, not {describe(v)}", span)
+        hint = ("`/` is true division and gives a float (`72 / 16` is 4.5); `//` is the "
+                "integer one (`72 // 16` is 4), and `round`, `ceil`, `floor` make whole "
+                "numbers") if isinstance(v, Quotient) else None
+        raise CnnError(f"{what} must be a whole number, not {describe(v)}", span, hint)
     if v < minimum:
         bound = "positive" if minimum == 1 else f"at least {minimum}"
         raise CnnError(f"{what} must be {bound}, not {v}", span)
@@ -252,12 +379,20 @@ def _choice(v: Any, what: str, span: Span, choices: tuple[str, ...]) -> str:
 
 
 def convert(spec: ArgSpec, v: Any, span: Span) -> Any:
-    """Check a value against its argument's kind and normalise it (`3` -> `(3, 3)`)."""
-    what = f"`{spec.name}`"
+    """Check a value against its argument's kind and range, and normalise it (`3` -> `(3, 3)`)."""
     if isinstance(v, Deferred) or is_symbolic(v):  # converted once the values are known
         return v
     if v is None and spec.default is None:
         return None
+    value = _convert(spec, v, span)
+    if _is_number(value) and not spec.within(value):
+        raise CnnError(f"`{spec.name}` must be a number {spec.bounds()}, not {describe(v)}",
+                       span, None if spec.required else f"the default is {show(spec.default)}")
+    return value
+
+
+def _convert(spec: ArgSpec, v: Any, span: Span) -> Any:
+    what = f"`{spec.name}`"
     match spec.kind:
         case "count":
             return whole(v, what, span, 1)
@@ -269,12 +404,7 @@ def convert(spec: ArgSpec, v: Any, span: Span) -> Any:
             return _pad(v, what, span)
         case "shape":
             return _shape(v, what, span)
-        case "rate":
-            if not _is_number(v) or not 0 <= v < 1:
-                raise CnnError(f"{what} must be a number from 0 up to (not including) 1, "
-                               f"not {describe(v)}", span)
-            return float(v)
-        case "float":
+        case "float" | "rate":  # a rate's range is declared (ArgSpec)
             if not _is_number(v):
                 raise CnnError(f"{what} must be a number, not {describe(v)}", span)
             return float(v)

@@ -64,6 +64,16 @@ network n {
   globalmaxpool
 }
 """,
+    """\
+block unit(c, s=1, act=relu) {
+  if s == 1 and in.c == c { add { | identity | conv c 3x3 same } } else if not s > 2 {
+    conv max(8, round(c * 0.75 / 8) * 8) 3x3 stride=s same
+  } else { conv ceil(c / 3) 1; conv floor(in.c / 2) 1 }
+  if act == relu or c < 4 { activation function=act }
+  repeat 0 { relu }
+}
+network n { input 16x16x8; unit(8); unit(16, 2, tanh); unit(min(4, 8), 3) }
+""",
 ]
 SEEDS = [*(p.read_text() for p in FILES), *BUILT]
 
@@ -74,7 +84,8 @@ NUMBERS = ["0", "-1", "-0", "1", "2.5", "1e400", "-1e400", "0.0", str(10**30), s
            f"{10**30}x{10**30}x1", "0x0", "1x1x1x1x1x1x1x1x1x1", "1e-400", ".5", "3x3x"]
 WORDS = [*sorted(OPS)[:40], "repeat", "block", "network", "train", "as", "same", "valid", "relu",
          "true", "false", "stride", "pad", "input", "identity", "|", "{", "}", "(", ")", ",",
-         ";", "\n", "=", "#", '"', "\\\n", "x", ".", "-", "*", "//", "/", "+", "\t", "\r"]
+         ";", "\n", "=", "#", '"', "\\\n", "x", ".", "-", "*", "//", "/", "+", "\t", "\r",
+         "if", "else", "and", "or", "not", "==", "!=", "<", ">=", "max(", "round(", "in.c"]
 ODD_TEXT = st.text(alphabet=st.sampled_from(
     [*"{}()|,;=+-*/#.\"\\x0123456789 \n\t\r\f\vabcrelu_", "\u2028", "é", "\x00", "\ufeff"]),
     max_size=30)
@@ -209,7 +220,8 @@ def token_soup(draw) -> str:
 
 # Values for each kind of argument (cnndsl.ops.base.ArgSpec), mostly valid.
 VALUES = {
-    "count": ["1", "8", "16", "3", "c", "c * 2", "0", "2.5", "1000000000000"],
+    "count": ["1", "8", "16", "3", "c", "c * 2", "0", "2.5", "1000000000000", "max(c, 2)",
+              "round(c / 3)", "ceil(in.c / 2)", "min(in.c, 0)", "floor(1 / 0)"],
     "size2": ["3x3", "1", "2", "(1, 2)", "5x5", "3", "k", "1x7", "0x3", str(2**62)],
     "pad": ["1", "(1, 2)", "((0, 1), (2, 3))", "0", "2"],
     "shape": ["4x4x1", "(-1,)", "(2, -1)", "(-1, 2, 2)", "8", "0x2"],
@@ -227,7 +239,13 @@ ODD_VALUES = ["1 / 0", '"text"', "(1, 2, 3)", "x", "-1", str(2**63)]
 def statements(draw, depth: int = 0) -> str:
     """One statement built from real op names, argument names and values: gets past the
     parser into elaboration and shape inference far more often than mutations do."""
-    op = draw(st.sampled_from([*OPS, "repeat", "unit", "unit()", "unit(4)", "unit(k=3)"]))
+    op = draw(st.sampled_from([*OPS, "repeat", "unit", "unit()", "unit(4)", "unit(k=3)", "if"]))
+    if op == "if":
+        cond = draw(st.sampled_from(["c == 2", "in.c > 3 and k != 1", "not in.h < 4", "c",
+                                     "same == valid or true", "relu < 1", "in.c // 0 == 1"]))
+        branches = [" { " + "; ".join(draw(st.lists(statements(depth + 1), max_size=2))) + " }"
+                    for _ in range(draw(st.integers(1, 2)) if depth < 3 else 0)]
+        return "if " + cond + " else".join(branches or [" { }"])
     spec = OPS.get(op)
     parts = [op]
     if spec is not None:

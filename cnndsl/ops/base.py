@@ -24,7 +24,10 @@ class ArgSpec:
     """One argument of an op.
 
     kind: count (int > 0), int, size2 (kernel-like pair), pad (explicit zero padding),
-    rate (float in [0, 1)), float, bool, activation, padding, shape, word.
+    rate (a float from 0 up to, not including, 1: its range), float, bool, activation,
+    padding, shape, word.
+    low/high: the range of a number argument beyond its kind, what the layer means
+    (check refuses the rest; the docs show it); `low_open`/`high_open` leave the bound out.
     """
 
     name: str
@@ -32,10 +35,38 @@ class ArgSpec:
     default: Any = REQUIRED
     positional: bool = False
     doc: str = ""
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+
+    def __post_init__(self) -> None:
+        if self.kind == "rate" and self.low is None and self.high is None:
+            for key, value in (("low", 0), ("high", 1), ("high_open", True)):
+                object.__setattr__(self, key, value)
 
     @property
     def required(self) -> bool:
         return self.default is REQUIRED
+
+    def bounds(self) -> str | None:
+        """The range in words, "from 0 to 1", "above 0"; None when the kind says it all."""
+        low = None if self.low is None else ("above " if self.low_open else "") + f"{self.low:g}"
+        high = None if self.high is None else f"{self.high:g}"
+        if low is not None and high is not None:
+            to = "up to (not including)" if self.high_open else "to"
+            return f"from {low} {to} {high}" if not self.low_open else \
+                f"{low} and {'below' if self.high_open else 'at most'} {high}"
+        if low is not None:
+            return low if self.low_open else f"at least {low}"
+        if high is not None:
+            return f"{'below' if self.high_open else 'at most'} {high}"
+        return None
+
+    def within(self, v: float) -> bool:
+        return not ((self.low is not None and (v < self.low or (self.low_open and v == self.low)))
+                    or (self.high is not None
+                        and (v > self.high or (self.high_open and v == self.high))))
 
 
 @dataclass(frozen=True)

@@ -163,7 +163,7 @@ DROPOUT = Op(
     name="dropout",
     keras="Dropout",
     summary="randomly zero a fraction of the values while training",
-    args=(ArgSpec("rate", "rate", positional=True, doc="fraction dropped, 0 <= rate < 1"),),
+    args=(ArgSpec("rate", "rate", positional=True, doc="fraction dropped"),),
     shape=_same_shape,
     to_keras=lambda a: [KerasLayer("Dropout", {"rate": a["rate"]})],
 )
@@ -181,8 +181,10 @@ BATCHNORM = Op(
     keras="BatchNormalization",
     summary="batch normalisation over the last axis",
     args=(
-        ArgSpec("momentum", "float", 0.99, doc="of the moving averages"),
-        ArgSpec("epsilon", "float", 0.001, doc="added to the variance"),
+        # Keras accepts any number; outside these a moving average grows without bound
+        # and a zero variance divides by zero.
+        ArgSpec("momentum", "float", 0.99, doc="of the moving averages", low=0, high=1),
+        ArgSpec("epsilon", "float", 0.001, doc="added to the variance", low=0, low_open=True),
         ArgSpec("center", "bool", True, doc="learn an offset (beta)"),
         ArgSpec("scale", "bool", True, doc="learn a scale (gamma)"),
     ),

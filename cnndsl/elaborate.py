@@ -55,7 +55,7 @@ def _walk(stmts: tuple[ast.Stmt, ...]) -> Iterator[ast.Stmt]:
                 yield from _walk(path.body)
 
 
-def _refs(stmts: tuple[ast.Stmt, ...]) -> set[str]:
+def refs(stmts: tuple[ast.Stmt, ...]) -> set[str]:
     """The names a body reads as `@name`."""
     return {arg.value.id for stmt in _walk(stmts) for arg in stmt.args
             if isinstance(arg.value, ast.Ref)}
@@ -109,7 +109,7 @@ class Elaborator:
                 self.error(f"parameter `{p.name.id}` appears twice", p.name.span, None,
                            (Label(seen[p.name.id], "first here"),))
             seen[p.name.id] = p.name.span
-        self.tensor_params[name] = set(seen) & _refs(block.body)
+        self.tensor_params[name] = set(seen) & refs(block.body)
 
     # ---- naming
 

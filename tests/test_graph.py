@@ -5,6 +5,8 @@ from it, and the Siamese example against an independently written Keras model.""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -178,3 +180,74 @@ def test_receptive_field_and_peak_memory_follow_references():
 def test_more_graph_diagnostics(source, message):
     result = analyse(source)
     assert message in [d.message for d in result.diagnostics]
+
+
+# ----------------------------------------------------------------------------- build
+
+
+GRAPH_SOURCES = {
+    "cells": """
+block cell(prev, filters) {
+  conv filters 1x1 as here
+  concat { | @prev; conv filters 1x1 | @here }
+  conv prev.c 1x1
+}
+network cells {
+  input 8x8x4 as x0
+  conv 6 1x1 as x1
+  cell(@x0, 4) as c1
+  cell(@x1, 5) as c2
+  cell(prev=@c1, filters=3)
+  globalavgpool as main
+  @c2
+  flatten
+  dense 3 softmax as aux
+  input 8x8x4 as other
+  flatten as input
+  concat @aux @input
+  dense 2 as extra
+  outputs @main @aux @extra
+}""",
+    "reuse": """
+block tower() {
+  zeropad 1
+  conv 4 3x3 pad=1 relu
+  batchnorm
+  flatten
+  dense 8
+}
+network shared {
+  input 12x12x1 as a
+  tower() as ta
+  dense 8 as head
+  input 12x12x1 as b
+  reuse @ta as tb
+  reuse @head as hb
+  subtract @head @hb
+}""",
+    "unet_like": UNET_LIKE,
+}
+
+
+@pytest.mark.parametrize("name", sorted(GRAPH_SOURCES))
+def test_built_module_equals_check(name, tmp_path):
+    from test_build import assert_matches_check, build, load_module
+
+    source = GRAPH_SOURCES[name]
+    path = build(tmp_path, source, f"{name}.cnn")
+    keras.backend.clear_session()
+    assert_matches_check(keras, load_module(path).build_model(), source)
+    keras.backend.clear_session()
+    code = path.read_text()
+    if name == "cells":  # functions with tensor parameters; named tensors are variables
+        assert "def cell(inputs, prev, filters, *, name):" in code
+        assert "c2 = cell(c1, x1_, 5, name=\"c2\")" in code
+        assert "outputs=[main, aux, extra]" in code
+    if name == "reuse":  # each shared layer made once, called twice
+        assert code.count("layers.Dense(units=8") == 2 and "x13 = layer6_0(x12)" in code
+    proc = subprocess.run([sys.executable, "-m", "ruff", "check", "--isolated", str(path)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout
+    proc = subprocess.run([sys.executable, "-m", "ruff", "format", "--isolated", "--check",
+                           str(path)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout

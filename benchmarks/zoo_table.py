@@ -27,6 +27,14 @@ def check(path: Path, repeat: int) -> tuple[dict, float]:
     return json.loads(proc.stdout), best
 
 
+def _ports(ports: list[dict]) -> str:
+    """`28x28x1`, or with names for several inputs or outputs: `left 105x105x1, right ...`."""
+    shapes = ["x".join(map(str, p["shape"])) for p in ports]
+    if len(ports) == 1:
+        return shapes[0]
+    return ", ".join(f"{p['name']} {s}" for p, s in zip(ports, shapes, strict=True))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=3)
@@ -36,9 +44,8 @@ def main() -> None:
     print("|---|---|---|---|---:|---:|---:|---:|---:|")
     for path in sorted((ROOT / "examples").glob("*.cnn")):
         data, seconds = check(path, repeat)
-        shape = lambda s: "x".join(map(str, s))  # noqa: E731
-        print(f"| `{path.name}` | {data['network']} | {shape(data['input_shape'])} "
-              f"| {shape(data['output_shape'])} | {len(data['layers'])} "
+        print(f"| `{path.name}` | {data['network']} | {_ports(data['inputs'])} "
+              f"| {_ports(data['outputs'])} | {len(data['layers'])} "
               f"| {data['params']['total']:,} | {data['params']['non_trainable']:,} "
               f"| {human(data['macs'])} | {seconds:.2f} s |")
 

@@ -843,7 +843,9 @@ def plan(program: ast.Program, network: ast.Network, analysis: Analysis, filenam
     expanded = sorted(used - {f for f in functions}) if kind != "flat" else sorted(used)
     shared = any(n.shares is not None for n in analysis.graph.nodes)
     return Module(_header(analysis, filename, network.name.id), network.name.id, fns,
-                  build_lines, kind, _compile_lines(train), expanded, shared)
+                  build_lines, kind,
+                  _compile_lines(train, [p.name for p in analysis.graph.outputs]), expanded,
+                  shared)
 
 
 def _header(analysis: Analysis, filename: str, network: str) -> list[str]:
@@ -864,8 +866,9 @@ def _header(analysis: Analysis, filename: str, network: str) -> list[str]:
     ]
 
 
-def _compile_lines(config: Any) -> list[str]:
-    """`model.compile(...)` with the train section's optimizer, loss and metrics."""
+def _compile_lines(config: Any, outputs: list[str]) -> list[str]:
+    """`model.compile(...)` with the train section's optimizer, loss and metrics (with
+    several outputs, a loss, a weight and the metrics for each, in the outputs' order)."""
     if config is None:
         return []
     from cnndsl.train import METRIC_CLASSES, OPTIMIZER_CLASSES
@@ -875,10 +878,16 @@ def _compile_lines(config: Any) -> list[str]:
         raise ValueError(cls)
     options = [f"{identifier_key(k)}={literal(v)}" for k, v in config.optimizer_options.items()]
     optimizer = f"keras.optimizers.{cls}({', '.join(options)})"
-    metrics = [f"keras.metrics.{METRIC_CLASSES[m]}()" if m in METRIC_CLASSES else literal(m)
-               for m in config.metrics]
-    args = [f"optimizer={optimizer}", f"loss={literal(config.loss)}",
-            f"metrics=[{', '.join(metrics)}]"]
+    metrics = "[" + ", ".join(f"keras.metrics.{METRIC_CLASSES[m]}()" if m in METRIC_CLASSES
+                              else literal(m) for m in config.metrics) + "]"
+    losses = [config.output_losses.get(name, config.loss) for name in outputs]
+    if len(outputs) == 1:
+        args = [f"optimizer={optimizer}", f"loss={literal(losses[0])}", f"metrics={metrics}"]
+    else:
+        weights = [float(config.loss_weights.get(name, 1.0)) for name in outputs]
+        args = [f"optimizer={optimizer}", f"loss={literal(losses)}",
+                f"loss_weights={literal(weights)}",
+                f"metrics=[{', '.join([metrics] * len(outputs))}]"]
     return [INDENT + line for line in call_lines("model.compile", args, "", 1)]
 
 

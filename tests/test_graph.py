@@ -251,3 +251,43 @@ def test_built_module_equals_check(name, tmp_path):
     proc = subprocess.run([sys.executable, "-m", "ruff", "format", "--isolated", "--check",
                            str(path)], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout
+
+
+# ----------------------------------------------------------------------------- draw
+
+
+def edges_of(graph: dict) -> set[tuple[str, str]]:
+    """(tail, head) node names of `dot -Tjson`'s edges."""
+    name = {o["_gvid"]: o["name"] for o in graph["objects"]}
+    return {(name[e["tail"]], name[e["head"]]) for e in graph.get("edges", [])}
+
+
+def test_draw_inputs_on_top_outputs_at_the_bottom_shared_layers_marked(tmp_path):
+    """Laid out by the real `dot`: both inputs share the top rank, every output's end node
+    the bottom one; a reference is an edge from the named layer; reused layers say whose
+    weights they share."""
+    from test_draw import draw, layout, nodes
+
+    src = tmp_path / "cells.cnn"
+    src.write_text(GRAPH_SOURCES["cells"])
+    out = tmp_path / "cells.dot"
+    assert draw(src, out) == 0
+    graph = layout(out)
+    pos = nodes(graph)
+    names = {o["name"]: o.get("label", "") for o in graph["objects"] if "pos" in o}
+    analysis = analysed(GRAPH_SOURCES["cells"])
+    key = {layer.node.name: f"n{layer.node.id}" for layer in analysis.layers}
+    ys = [y for _, y in pos.values()]
+    assert pos[key["x0"]][1] == pos[key["other"]][1] == max(ys)  # dot's y grows upwards
+    ends = [n for n in pos if n.startswith("output_")]
+    assert len(ends) == 3 and {pos[n][1] for n in ends} == {min(ys)}
+    assert "output 1: main" in names["output_1"]
+    assert (key["x1"], key["c2/conv_1"]) in edges_of(graph)  # `cell(@x1, 5)`: prev is x1
+
+    src.write_text(GRAPH_SOURCES["reuse"])
+    assert draw(src, out) == 0
+    graph = layout(out)
+    labels = {o["name"]: o.get("label", "") for o in graph["objects"] if "pos" in o}
+    analysis = analysed(GRAPH_SOURCES["reuse"])
+    shared = [f"n{layer.node.id}" for layer in analysis.layers if layer.node.shares is not None]
+    assert shared and all("shares" in labels[n] for n in shared)

@@ -158,6 +158,29 @@ network cells {
     assert layers["c2/conv_2"]["output_shape"] == [8, 8, 6]  # prev.c reads x1
 
 
+def test_nasnet_style_cells_read_the_two_previous_cells():
+    source = """
+block cell(p, pp, filters) {
+  @pp
+  conv filters 1x1 as squeezed
+  @p
+  conv filters 1x1
+  add { | identity | @squeezed }
+}
+network nas {
+  input 8x8x3 as x0
+  conv 6 1x1 as x1
+  cell(@x1, @x0, 4) as c1
+  cell(@c1, @x1, 4) as c2
+  cell(@c2, @c1, 4)
+}"""
+    analysis = analysed(source)
+    assert_matches(analysis)
+    layers = {layer["name"]: layer for layer in json_of(source)["layers"]}
+    assert layers["c2/squeezed"]["inputs"] == ["x1"] and layers["c2/conv_1"]["inputs"] == [
+        "c1/add_1"]
+
+
 def test_unet_shaped_skips_match_keras():
     assert_matches(analysed(UNET_LIKE))
 

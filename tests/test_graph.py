@@ -5,6 +5,7 @@ from it, and the Siamese example against an independently written Keras model.""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 
@@ -314,3 +315,18 @@ def test_draw_inputs_on_top_outputs_at_the_bottom_shared_layers_marked(tmp_path)
     analysis = analysed(GRAPH_SOURCES["reuse"])
     shared = [f"n{layer.node.id}" for layer in analysis.layers if layer.node.shares is not None]
     assert shared and all("shares" in labels[n] for n in shared)
+
+
+def test_the_graph_section_of_the_language_docs_checks():
+    """Every whole program in docs/language.md's graph section checks without a diagnostic
+    and builds in Keras with check's numbers."""
+    from conftest import ROOT
+
+    text = (ROOT / "docs" / "language.md").read_text()
+    section = text.split("## Graphs: named tensors", 1)[1].split("\n## ", 1)[0]
+    programs = [b for b in re.findall(r"```\n(.*?)```", section, re.S) if "network " in b]
+    assert len(programs) == 3
+    for program in programs:
+        result = analyse(program)
+        assert result.ok and not result.diagnostics, result.diagnostics
+        assert_matches(result.analysis)

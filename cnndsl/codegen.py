@@ -594,7 +594,9 @@ class _Emitter:
         self.indent += 1
         index = Sym(var) + (start + 1) if not isinstance(start, Sym) else start + Sym(var) + 1
         name = scope.name.child(f"{base}_", index)
-        self._repetition(body, env, scope, name, own_scope, chain, chain)
+        out = self._repetition(body, env, scope, name, own_scope, chain, chain)
+        if out != chain:  # a named tensor ends the body: the next repetition reads it
+            self.emit(f"{chain} = {out}")
         self.indent -= 1
         self.loop_depth -= 1
         return chain

@@ -160,7 +160,7 @@ class Elaborator:
         if stmt.ref is not None:
             if current == _NO_INPUT:
                 raise CnnError(f"`@{stmt.ref.id}` comes before the network's `input`",
-                               stmt.span)
+                               stmt.span, "a tensor can be read only after it is made")
             return self.tensor(stmt.ref, env).node
         pending = self.frames[-1].pending if self.frames and stmt.alias else None
         if pending is not None:
@@ -269,7 +269,8 @@ class Elaborator:
             raise CnnError("`outputs` can only be the last statement of a network",
                            stmt.op.span, "list the outputs at the end: `outputs @main @aux`")
         if stmt.alias is not None or stmt.brace is not None or not stmt.args:
-            raise CnnError("`outputs` lists named tensors: `outputs @main @aux`", stmt.span)
+            raise CnnError("`outputs` lists named tensors", stmt.span,
+                           "name them with `as NAME` and write `outputs @main @aux`")
         ports: list[Port | None] = []
         seen: dict[str, Span] = {}
         for arg in stmt.args:
@@ -294,11 +295,13 @@ class Elaborator:
               scope: tuple[str, ...]) -> int | None:
         """`reuse @x`: the layer (or block instance) named `x` applied again, same weights."""
         if current == _NO_INPUT:
-            raise CnnError("`reuse` comes before the network's `input`", stmt.op.span)
+            raise CnnError("`reuse` comes before the network's `input`", stmt.op.span,
+                           "start the network with `input HxWxC`, e.g. `input 28x28x1`")
         value = stmt.args[0].value if len(stmt.args) == 1 else None
         if not isinstance(value, ast.Ref) or stmt.brace is not None:
-            raise CnnError("`reuse` takes one named layer or block instance: `reuse @tower`",
-                           stmt.span)
+            raise CnnError("`reuse` takes one named layer or block instance", stmt.span,
+                           "name it with `as tower` where it is first applied, then write "
+                           "`reuse @tower`")
         target = self.tensor(value, env)
         if target.node is None or current is None:
             return None
@@ -324,7 +327,10 @@ class Elaborator:
         members = [n for n in self.nodes if n.scope[:len(path)] == path]
         ids = {n.id for n in members}
         outside = {i for n in members for i in n.inputs if i not in ids}
-        if len(outside) != 1 or out not in ids:
+        if not members or out not in ids:
+            raise CnnError(f"`{'/'.join(path)}` has no layers of its own to reuse",
+                           stmt.args[0].span, "reuse a block instance that makes layers")
+        if len(outside) != 1:
             raise CnnError(f"`{'/'.join(path)}` reads {len(outside)} tensors from outside",
                            stmt.args[0].span, "`reuse` applies again a block instance that "
                            "reads one tensor, its input")

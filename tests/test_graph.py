@@ -250,6 +250,52 @@ network shared {
   subtract @head @hb
 }""",
     "unet_like": UNET_LIKE,
+    # named tensors at the end of loop bodies and block functions, `@in`, expanded blocks
+    "repeat_named_last": """
+network n {
+  input 8x8x4
+  repeat 3 {
+    conv 4 1x1 as a
+    add @a @in as s
+    @s
+  }
+  repeat 2 { conv 4 1x1 as b; add @b @in as t; @t }
+}""",
+    "block_named_last": """
+block f(k) {
+  conv k 1x1 as a
+  add @a @in as out
+  @out
+}
+network n {
+  input 8x8x4
+  f(4)
+  f(4) as g
+  add @g @in
+  repeat 2 { f(4) }
+}""",
+    "expanded_block_with_refs": """
+block f(act) {
+  conv 4 1x1 act as a
+  add { | @a | @in }
+}
+network n {
+  input 8x8x4
+  f(relu)
+  f(sigmoid)
+}""",
+    "reuse_of_reuse": """
+network n {
+  input 8x8x4 as i
+  conv 4 1x1 as c
+  reuse @c as d
+  reuse @d as e
+  add @c @e
+}""",
+    "at_in_block": """
+block f() { conv 2 1x1 as q; @in; conv 3 1x1 as z; concat @z @q }
+network n { input 4x4x1; f(); f() }
+""",
 }
 
 
@@ -330,3 +376,51 @@ def test_the_graph_section_of_the_language_docs_checks():
         result = analyse(program)
         assert result.ok and not result.diagnostics, result.diagnostics
         assert_matches(result.analysis)
+
+
+MISTAKES = [
+    ('network n {\n input 4x4x1\n reuse\n}',
+     'reuse_none'),
+    ('network n {\n input 4x4x1\n reuse 3\n}',
+     'reuse_num'),
+    ('network n {\n input 4x4x1 as a\n reuse @a @a\n}',
+     'reuse_two'),
+    ('network n {\n input 4x4x1\n outputs\n}',
+     'outputs_empty'),
+    ('network n {\n input 4x4x1\n}\ntrain { loss @x }',
+     'train_ref'),
+    ('block f(p=@x) { @p }\nnetwork n {\n input 4x4x1 as x\n f()\n}',
+     'default_ref'),
+    ('block f(p) { add @p @in }\nnetwork n {\n input 4x4x1 as x\n relu\n f(@x) as g\n reuse @g\n}',
+     'reuse_block_two_inputs'),
+    ('block f() { @in }\nnetwork n {\n input 4x4x1\n f() as g\n reuse @g\n}',
+     'reuse_empty_block'),
+    ('network n {\n input 4x4x1 as x\n repeat @x { relu }\n}',
+     'ref_in_repeat_count'),
+    ('block f() { outputs @in }\nnetwork n {\n input 4x4x1\n f()\n}',
+     'outputs_in_block'),
+    ('network n {\n @x\n input 4x4x1 as x\n}',
+     'ref_before_input'),
+    ('network n {\n reuse @x\n input 4x4x1 as x\n}',
+     'reuse_before_input'),
+    ('network n {\n input 4x4x1\n conv 9 9x9 as bad\n outputs @bad\n}',
+     'outputs_error_tensor'),
+    ('network n {\n input 4x4x1 as a\n input 5x5x1 as b\n add @a @b\n}',
+     'two_inputs_draw_error'),
+    ('network n {\n input 4x4x1 as a\n input @a as b\n}',
+     'input_with_ref'),
+    ('network n {\n input 4x4x1 as a\n concat @a { | identity | identity }\n}',
+     'concat_ref_and_brace'),
+]
+
+
+@pytest.mark.parametrize("source, name", MISTAKES, ids=[m[1] for m in MISTAKES])
+def test_graph_mistakes_are_located_errors(source, name):
+    from cnndsl.draw import to_digraph
+
+    result = analyse(source)
+    assert not result.ok
+    assert all(d.span is not None and d.hint for d in result.diagnostics if d.severity == "error"
+               and "window" not in d.message and "broadcast" not in d.message), name
+    if result.analysis is not None:  # the diagram of a broken graph draws too
+        assert to_digraph(result.analysis, result.diagnostics).source

@@ -42,173 +42,6 @@ block up(filters) {
 """
 
 
-def json_of(source: str) -> dict:
-    result = analyse(source)
-    assert result.ok, [d.message for d in result.diagnostics]
-    return report.to_json(result, "net.cnn")
-
-
-def test_references_in_paths_and_operands_match_keras():
-    source = """
-network skips {
-  input 16x16x3
-  conv 8 3x3 same relu as a
-  conv 8 3x3 same relu as b
-  conv 8 3x3 same as c
-  add @a @c as s
-  concat @s @b axis=-1 as j
-  @b
-  conv 8 1x1 as d
-  concat { | @a | @d; conv 8 1x1 | @j }
-  globalavgpool
-  dense 3 softmax
-}"""
-    analysis = analysed(source)
-    assert_matches(analysis)
-    layers = {layer["name"]: layer for layer in json_of(source)["layers"]}
-    assert layers["s"]["inputs"] == ["a", "c"]
-    assert layers["j"]["inputs"] == ["s", "b"]
-    assert layers["d"]["inputs"] == ["b"]
-    assert layers["concat_1"]["inputs"] == ["a", "conv_1", "j"]
-
-
-def test_several_inputs_and_outputs_reach_the_json_and_keras():
-    source = """
-network two_heads {
-  input 8x8x1 as left
-  flatten as lf
-  input 4x4x2 as right
-  flatten as rf
-  concat @lf @rf
-  dense 10 softmax as main
-  @lf
-  dense 2 softmax as aux
-  outputs @aux @main
-}"""
-    data = json_of(source)
-    assert data["inputs"] == [{"name": "left", "shape": [8, 8, 1]},
-                              {"name": "right", "shape": [4, 4, 2]}]
-    assert data["outputs"] == [{"name": "aux", "shape": [2]}, {"name": "main", "shape": [10]}]
-    assert data["input_shape"] is None and data["output_shape"] is None
-    analysis = analysed(source)
-    assert_matches(analysis)
-    model = build_model(analysis)
-    assert [t.name for t in model.inputs] == ["left", "right"]
-    assert [tuple(t.shape[1:]) for t in model.outputs] == [(2,), (10,)]
-    keras.backend.clear_session()
-
-
-def test_one_input_network_keeps_its_shapes_and_gains_ports():
-    data = json_of("network n {\n  input 28x28x1\n  flatten\n  dense 10 as out\n}")
-    assert data["input_shape"] == [28, 28, 1] and data["output_shape"] == [10]
-    assert data["inputs"] == [{"name": "input", "shape": [28, 28, 1]}]
-    assert data["outputs"] == [{"name": "out", "shape": [10]}]
-    assert data["layers"][0]["inputs"] == [] and data["layers"][1]["inputs"] == ["input"]
-
-
-def test_reuse_counts_weights_once_and_macs_per_application():
-    source = """
-block tower() {
-  conv 4 3x3 relu
-  batchnorm
-  flatten
-  dense 8
-}
-network shared {
-  input 12x12x1 as a
-  tower() as ta
-  dense 8 as head
-  input 12x12x1 as b
-  reuse @ta as tb
-  reuse @head as hb
-  add @head @hb
-}"""
-    analysis = analysed(source)
-    assert_matches(analysis)  # Keras: the shared layers are one set of weights
-    data = json_of(source)
-    layers = {layer["name"]: layer for layer in data["layers"]}
-    assert layers["tb/conv_1"]["shares"] == "ta/conv_1" and layers["tb/conv_1"]["params"] == 0
-    assert layers["hb"]["shares"] == "head"
-    assert layers["tb/conv_1"]["macs"] == layers["ta/conv_1"]["macs"] > 0
-    once = json_of(source.replace("reuse @ta as tb\n  reuse @head as hb\n  add @head @hb",
-                                  "@head"))
-    assert data["params"] == once["params"]
-    assert data["macs"] == 2 * once["macs"]
-
-
-def test_tensor_parameters_and_two_previous_cells():
-    source = """
-block cell(prev, filters) {
-  conv filters 1x1 as here
-  concat { | @prev; conv filters 1x1 | @here }
-  conv prev.c 1x1
-}
-network cells {
-  input 8x8x4 as x0
-  conv 6 1x1 as x1
-  cell(@x0, 4) as c1
-  cell(@x1, 5) as c2
-  cell(prev=@c1, filters=3)
-  globalavgpool
-}"""
-    analysis = analysed(source)
-    assert_matches(analysis)
-    layers = {layer["name"]: layer for layer in json_of(source)["layers"]}
-    assert layers["c2/concat_1"]["inputs"] == ["c2/conv_1", "c2/here"]
-    assert layers["c2/conv_1"]["inputs"] == ["x1"]
-    assert layers["c2/conv_2"]["output_shape"] == [8, 8, 6]  # prev.c reads x1
-
-
-def test_nasnet_style_cells_read_the_two_previous_cells():
-    source = """
-block cell(p, pp, filters) {
-  @pp
-  conv filters 1x1 as squeezed
-  @p
-  conv filters 1x1
-  add { | identity | @squeezed }
-}
-network nas {
-  input 8x8x3 as x0
-  conv 6 1x1 as x1
-  cell(@x1, @x0, 4) as c1
-  cell(@c1, @x1, 4) as c2
-  cell(@c2, @c1, 4)
-}"""
-    analysis = analysed(source)
-    assert_matches(analysis)
-    layers = {layer["name"]: layer for layer in json_of(source)["layers"]}
-    assert layers["c2/squeezed"]["inputs"] == ["x1"] and layers["c2/conv_1"]["inputs"] == [
-        "c1/add_1"]
-
-
-def test_unet_shaped_skips_match_keras():
-    assert_matches(analysed(UNET_LIKE))
-
-
-def test_receptive_field_and_peak_memory_follow_references():
-    chain = json_of("network n {\n  input 32x32x1\n  conv 1 5x5 same as a\n"
-                    "  conv 1 3x3 same\n  add @a @in\n}")
-    layers = {layer["name"]: layer for layer in chain["layers"]}
-    assert layers["add_1"]["receptive_field"] == [5, 5]  # the widest path: through `a`
-    # `in` (32x32x1) stays alive until the add reads it: input + a + conv_1 at once
-    assert chain["memory"]["peak_activation_bytes"] == 3 * 32 * 32 * 4
-
-
-@pytest.mark.parametrize("source, message", [
-    ("network n {\n input 4x4x1\n @nope\n}", "unknown tensor `@nope`"),
-    ("network n {\n input 4x4x1\n reuse @in\n}", "`@in` is an input: it has no weights to share"),
-    ("network n {\n input 4x4x1 as x\n flatten\n outputs @x\n}",
-     "`flatten_1` is computed but never used"),
-])
-def test_more_graph_diagnostics(source, message):
-    result = analyse(source)
-    assert message in [d.message for d in result.diagnostics]
-
-
-# ----------------------------------------------------------------------------- build
-
-
 GRAPH_SOURCES = {
     "cells": """
 block cell(prev, filters) {
@@ -297,6 +130,145 @@ block f() { conv 2 1x1 as q; @in; conv 3 1x1 as z; concat @z @q }
 network n { input 4x4x1; f(); f() }
 """,
 }
+
+
+def json_of(source: str) -> dict:
+    result = analyse(source)
+    assert result.ok, [d.message for d in result.diagnostics]
+    return report.to_json(result, "net.cnn")
+
+
+def test_references_in_paths_and_operands_match_keras():
+    source = """
+network skips {
+  input 16x16x3
+  conv 8 3x3 same relu as a
+  conv 8 3x3 same relu as b
+  conv 8 3x3 same as c
+  add @a @c as s
+  concat @s @b axis=-1 as j
+  @b
+  conv 8 1x1 as d
+  concat { | @a | @d; conv 8 1x1 | @j }
+  globalavgpool
+  dense 3 softmax
+}"""
+    analysis = analysed(source)
+    assert_matches(analysis)
+    layers = {layer["name"]: layer for layer in json_of(source)["layers"]}
+    assert layers["s"]["inputs"] == ["a", "c"]
+    assert layers["j"]["inputs"] == ["s", "b"]
+    assert layers["d"]["inputs"] == ["b"]
+    assert layers["concat_1"]["inputs"] == ["a", "conv_1", "j"]
+
+
+def test_several_inputs_and_outputs_reach_the_json_and_keras():
+    source = """
+network two_heads {
+  input 8x8x1 as left
+  flatten as lf
+  input 4x4x2 as right
+  flatten as rf
+  concat @lf @rf
+  dense 10 softmax as main
+  @lf
+  dense 2 softmax as aux
+  outputs @aux @main
+}"""
+    data = json_of(source)
+    assert data["inputs"] == [{"name": "left", "shape": [8, 8, 1]},
+                              {"name": "right", "shape": [4, 4, 2]}]
+    assert data["outputs"] == [{"name": "aux", "shape": [2]}, {"name": "main", "shape": [10]}]
+    assert data["input_shape"] is None and data["output_shape"] is None
+    analysis = analysed(source)
+    assert_matches(analysis)
+    model = build_model(analysis)
+    assert [t.name for t in model.inputs] == ["left", "right"]
+    assert [tuple(t.shape[1:]) for t in model.outputs] == [(2,), (10,)]
+    keras.backend.clear_session()
+
+
+def test_one_input_network_keeps_its_shapes_and_gains_ports():
+    data = json_of("network n {\n  input 28x28x1\n  flatten\n  dense 10 as out\n}")
+    assert data["input_shape"] == [28, 28, 1] and data["output_shape"] == [10]
+    assert data["inputs"] == [{"name": "input", "shape": [28, 28, 1]}]
+    assert data["outputs"] == [{"name": "out", "shape": [10]}]
+    assert data["layers"][0]["inputs"] == [] and data["layers"][1]["inputs"] == ["input"]
+
+
+def test_reuse_counts_weights_once_and_macs_per_application():
+    source = GRAPH_SOURCES["reuse"]
+    analysis = analysed(source)
+    assert_matches(analysis)  # Keras: the shared layers are one set of weights
+    data = json_of(source)
+    layers = {layer["name"]: layer for layer in data["layers"]}
+    assert layers["tb/conv_1"]["shares"] == "ta/conv_1" and layers["tb/conv_1"]["params"] == 0
+    assert layers["hb"]["shares"] == "head"
+    assert layers["tb/conv_1"]["macs"] == layers["ta/conv_1"]["macs"] > 0
+    once = json_of(source.replace("reuse @ta as tb\n  reuse @head as hb\n  subtract @head @hb",
+                                  "@head"))
+    assert data["params"] == once["params"]
+    assert data["macs"] == 2 * once["macs"]
+
+
+def test_tensor_parameters_and_two_previous_cells():
+    source = GRAPH_SOURCES["cells"]
+    analysis = analysed(source)
+    assert_matches(analysis)
+    layers = {layer["name"]: layer for layer in json_of(source)["layers"]}
+    assert layers["c2/concat_1"]["inputs"] == ["c2/conv_1", "c2/here"]
+    assert layers["c2/conv_1"]["inputs"] == ["x1"]
+    assert layers["c2/conv_2"]["output_shape"] == [8, 8, 6]  # prev.c reads x1
+
+
+def test_nasnet_style_cells_read_the_two_previous_cells():
+    source = """
+block cell(p, pp, filters) {
+  @pp
+  conv filters 1x1 as squeezed
+  @p
+  conv filters 1x1
+  add { | identity | @squeezed }
+}
+network nas {
+  input 8x8x3 as x0
+  conv 6 1x1 as x1
+  cell(@x1, @x0, 4) as c1
+  cell(@c1, @x1, 4) as c2
+  cell(@c2, @c1, 4)
+}"""
+    analysis = analysed(source)
+    assert_matches(analysis)
+    layers = {layer["name"]: layer for layer in json_of(source)["layers"]}
+    assert layers["c2/squeezed"]["inputs"] == ["x1"] and layers["c2/conv_1"]["inputs"] == [
+        "c1/add_1"]
+
+
+def test_unet_shaped_skips_match_keras():
+    assert_matches(analysed(UNET_LIKE))
+
+
+def test_receptive_field_and_peak_memory_follow_references():
+    chain = json_of("network n {\n  input 32x32x1\n  conv 1 5x5 same as a\n"
+                    "  conv 1 3x3 same\n  add @a @in\n}")
+    layers = {layer["name"]: layer for layer in chain["layers"]}
+    assert layers["add_1"]["receptive_field"] == [5, 5]  # the widest path: through `a`
+    # `in` (32x32x1) stays alive until the add reads it: input + a + conv_1 at once
+    assert chain["memory"]["peak_activation_bytes"] == 3 * 32 * 32 * 4
+
+
+@pytest.mark.parametrize("source, message", [
+    ("network n {\n input 4x4x1\n @nope\n}", "unknown tensor `@nope`"),
+    ("network n {\n input 4x4x1\n reuse @in\n}", "`@in` is an input: it has no weights to share"),
+    ("network n {\n input 4x4x1 as x\n flatten\n outputs @x\n}",
+     "`flatten_1` is computed but never used"),
+])
+def test_more_graph_diagnostics(source, message):
+    result = analyse(source)
+    assert message in [d.message for d in result.diagnostics]
+
+
+# ----------------------------------------------------------------------------- build
 
 
 @pytest.mark.parametrize("name", sorted(GRAPH_SOURCES))

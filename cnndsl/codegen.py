@@ -319,7 +319,7 @@ def _reads_in(stmts: tuple[ast.Stmt, ...]) -> bool:
         match e:
             case ast.Attr(obj=obj):
                 return obj.id == "in"
-            case ast.Name(id=n):
+            case ast.Name(id=n) | ast.Ref(id=n):
                 return n == "in"
             case ast.Tuple(items=items):
                 return any(expr(i) for i in items)
@@ -654,6 +654,8 @@ class _Emitter:
         self.variables = set(self.fn_names.values())
         self.input_vars, self.outputs = [], None
         self.several_inputs = sum(s.op.id == "input" for s in self.network.body) > 1
+        if self.several_inputs and _reads_in(self.network.body):
+            raise Unsupported("`in` at the top of a network with several inputs")
         model_name = string_literal(_model_name(self.network.name.id))
         items = self.sequential()
         if items is not None:

@@ -657,12 +657,14 @@ def elaborate(program: ast.Program, network: ast.Network) -> tuple[Graph, list[D
     except _TooBig as err:
         e.nodes.clear()
         e.scopes.clear()
+        e.inputs.clear()
         e.error(f"this network expands to more than {MAX_LAYERS:,} layers", err.args[0],
                 "reduce the `repeat` counts")
         output = None
     except RecursionError:
         e.nodes.clear()
         e.scopes.clear()
+        e.inputs.clear()
         e.error("blocks nest too deeply to expand", network.name.span,
                 "call fewer blocks inside one another")
         output = None

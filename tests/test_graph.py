@@ -83,6 +83,14 @@ network shared {
   subtract @head @hb
 }""",
     "unet_like": UNET_LIKE,
+    # `in` at the top is the first input: written layer by layer
+    "two_inputs_in": """
+network n {
+  input 4x4x2 as a
+  input 4x4x3 as b
+  conv in.c 1x1 as c
+  concat @a @c @in
+}""",
     # named tensors at the end of loop bodies and block functions, `@in`, expanded blocks
     "repeat_named_last": """
 network n {

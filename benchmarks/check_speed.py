@@ -4,6 +4,8 @@
    `keras.applications.ResNet50(weights=None)`: whole processes, best of N each.
 2. Growth: a 4,000-layer file against a 400-layer file, in-process (parse + elaborate +
    infer) and as whole processes.
+3. References: a 4,000-layer file whose 1,000 residual adds read a named tensor (`@t7`)
+   against the same file with the adds' second path an `identity`, in-process.
 
 Run: python benchmarks/check_speed.py [--repeat N]
 """
@@ -47,6 +49,20 @@ def chain(layers: int) -> str:
     return "network chain {\n" + "\n".join(body) + "\n}\n"
 
 
+def residual(units: int, references: bool) -> str:
+    """`units` residual units of 4 layers; with `references`, each add reads the unit's
+    conv output by name (`conv as t7; relu; add { | identity | @t7 }`), one reference per
+    unit; without, the same layers with no name (`conv; add { | identity | relu }`)."""
+    body = ["    input 64x64x16"]
+    for k in range(units):
+        if references:
+            body += [f"    conv 16 3x3 same as t{k}", "    relu",
+                     f"    add {{ | identity | @t{k} }}"]
+        else:
+            body += ["    conv 16 3x3 same", "    add { | identity | relu }"]
+    return "network residual {\n" + "\n".join(body) + "\n}\n"
+
+
 def in_process(texts: list[str], repeat: int) -> list[float]:
     """Best-of-`repeat` seconds of `analyse` for each text, runs interleaved so that
     the machine's load at any moment falls on all of them alike."""
@@ -84,6 +100,11 @@ def main() -> None:
         p_small, p_large = best_of(repeat, [[*cnndsl, str(small)], [*cnndsl, str(large)]])
         print(f"Growth as processes: 400 layers {p_small:.3f} s, 4,000 layers {p_large:.3f} s "
               f"-> {p_large / p_small:.1f}x")
+
+    plain, named = residual(1000, False), residual(1000, True)
+    t_plain, t_named = in_process([plain, named], 2 * repeat)
+    print(f"References in-process: 4,000 layers {t_plain * 1000:.1f} ms without, "
+          f"{t_named * 1000:.1f} ms with 1,000 references -> {t_named / t_plain:.2f}x")
 
 
 if __name__ == "__main__":

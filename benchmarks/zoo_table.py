@@ -81,6 +81,14 @@ def keras_totals() -> dict[str, dict]:
     return totals
 
 
+def _ports(ports: list[dict]) -> str:
+    """`28x28x1`, or with names for several inputs or outputs: `left 105x105x1, right ...`."""
+    shapes = [shape(p["shape"]) for p in ports]
+    if len(ports) == 1:
+        return shapes[0]
+    return ", ".join(f"{p['name']} {s}" for p, s in zip(ports, shapes, strict=True))
+
+
 def shape(s: list[int]) -> str:
     return "x".join(map(str, s))
 
@@ -94,8 +102,8 @@ def examples_table(repeat: int) -> tuple[list[str], dict]:
         data, seconds = check(path, network, repeat)
         ours[(path.name, data["network"])] = data
         lines.append(
-            f"| `{path.name}` | {data['network']} | {shape(data['input_shape'])} "
-            f"| {shape(data['output_shape'])} | {len(data['layers'])} "
+            f"| `{path.name}` | {data['network']} | {_ports(data['inputs'])} "
+            f"| {_ports(data['outputs'])} | {len(data['layers'])} "
             f"| {data['params']['total']:,} | {data['params']['non_trainable']:,} "
             f"| {human(data['macs'])} | {seconds:.2f} s |")
     return lines, ours

@@ -36,6 +36,14 @@ class Name:
 
 
 @dataclass(frozen=True)
+class Ref:
+    """`@enc1`: a named tensor (`id` without the `@`)."""
+
+    id: str
+    span: Span
+
+
+@dataclass(frozen=True)
 class Attr:
     """`in.c`: a property of a named value."""
 
@@ -91,7 +99,7 @@ class Logic:
     span: Span
 
 
-Expr = Num | Size | Str | Name | Attr | Tuple | BinOp | Neg | Call | Compare | Logic
+Expr = Num | Size | Str | Name | Ref | Attr | Tuple | BinOp | Neg | Call | Compare | Logic
 
 # ----------------------------------------------------------------------------- statements
 
@@ -131,7 +139,10 @@ class Brace:
 
 @dataclass(frozen=True)
 class Stmt:
-    """`op args... [as name] [{ ... }]`, or a block call `name(args...) [as name]`."""
+    """`op args... [as name] [{ ... }]`, or a block call `name(args...) [as name]`.
+
+    `@name` on its own is a statement whose op is `@` and whose one argument is the Ref.
+    """
 
     op: Name
     args: tuple[Arg, ...]
@@ -139,6 +150,16 @@ class Stmt:
     brace: Brace | None
     is_call: bool
     span: Span
+
+    @property
+    def ref(self) -> Ref | None:
+        """The named tensor of an `@name` statement; None for any other statement."""
+        if self.op.id != REF_OP:
+            return None
+        return self.args[0].value  # type: ignore[return-value]
+
+
+REF_OP = "@"  # the op of an `@name` statement: not a NAME, so no op or block can take it
 
 
 @dataclass(frozen=True)

@@ -30,13 +30,13 @@ import re
 import sys
 import textwrap
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from cnndsl import __version__, ast
 from cnndsl.diagnostics import CnnError, Diagnostic
-from cnndsl.elaborate import Elaborator
+from cnndsl.elaborate import Elaborator, refs, walk
 from cnndsl.files import write_atomic
 from cnndsl.infer import Analysis
 from cnndsl.ops import OPS
@@ -49,7 +49,8 @@ INDENT = "    "
 NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")  # the grammar's NAME token
 _RESERVED = {"keras", "layers", "ops", "build_model", "compile_model", "inputs", "name",
              "model"}
-_INTERNAL = re.compile(r"(x|i|j|k|i\d+)\Z|x\d+\Z")  # the generated code's own variables
+# The generated code's own variables (layerN_K: a shared layer of the flat form).
+_INTERNAL = re.compile(r"(x|i|j|k|i\d+)\Z|x\d+\Z|layer\d+_\d+\Z")
 
 
 class Unsupported(Exception):
@@ -408,7 +409,7 @@ def _reads_in(stmts: tuple[ast.Statement, ...]) -> bool:
         match e:
             case ast.Attr(obj=obj):
                 return obj.id == "in"
-            case ast.Name(id=n):
+            case ast.Name(id=n) | ast.Ref(id=n):
                 return n == "in"
             case ast.Tuple(items=items):
                 return any(expr(i) for i in items)
@@ -455,7 +456,8 @@ def _numeric(v: Any) -> bool:
 
 def _param_kind(values: list[Any]) -> str | None:
     """What a parameter holds at every call: number, size (numbers or tuples of them) or
-    word (flag words such as `same`, passed as strings); None when it varies otherwise."""
+    word (flag words such as `same`, passed as strings) or tensor (`@x`); None when it varies
+    otherwise."""
     if all(_numeric(v) for v in values):
         return "number"
     if all(_numeric(v) or (isinstance(v, tuple) and v and all(_numeric(x) for x in v))
@@ -463,6 +465,8 @@ def _param_kind(values: list[Any]) -> str | None:
         return "size"
     if all(isinstance(v, Word) for v in values):
         return "word"
+    if all(isinstance(v, TensorRef) for v in values):
+        return "tensor"
     return None
 
 
@@ -492,6 +496,11 @@ class _Emitter:
         self.tensors: list[str] = []  # TensorRef(k).node -> variable name
         self.n_vars = 0
         self.loop_depth = 0
+        self.named: set[str] = set()  # the names the body being written reads as `@name`
+        self.variables: set[str] = set()  # the Python names taken in the function
+        self.outputs: list[str] | None = None  # `outputs @a @b`: their variables
+        self.input_vars: list[str] = []
+        self.several_inputs = False
 
     # ---- helpers
 
@@ -533,21 +542,45 @@ class _Emitter:
     def body(self, stmts: tuple[ast.Stmt, ...], env: dict[str, Any], scope: _Scope,
              current: str, chain: str) -> str:
         for stmt in stmts:
-            current = self.stmt(stmt, env, scope, current, chain)
+            named = isinstance(stmt, ast.Stmt) and stmt.alias is not None and (
+                stmt.alias.id in self.named or (self.several_inputs and stmt.op.id == "input"))
+            # A tensor read later as `@name` gets a variable of its own, named after it.
+            out = self.variable(stmt.alias.id) if named else chain  # type: ignore[union-attr]
+            current = self.stmt(stmt, env, scope, current, out)
+            if named:
+                env["@" + stmt.alias.id] = self.tensor_ref(current)  # type: ignore[union-attr]
         return current
+
+    def variable(self, name: str) -> str:
+        """A Python variable for a named tensor: a safe identifier, unique in its function."""
+        var = identifier(name, self.variables)
+        self.variables.add(var)
+        return var
 
     def stmt(self, stmt: ast.Statement, env: dict[str, Any], scope: _Scope, current: str,
              chain: str) -> str:
         if isinstance(stmt, ast.If):
             return self.if_(stmt, env, scope, current, chain)
+        if stmt.ref is not None:
+            return self.tensor_var(stmt.ref, env)
         if stmt.is_call:
             return self.call(stmt, env, scope, current, chain)
         if stmt.op.id == "repeat":
             return self.repeat(stmt, env, scope, current, chain)
+        if stmt.op.id == "outputs":
+            self.outputs = [self.tensor_var(a.value, env) for a in stmt.args]  # type: ignore[arg-type]
+            return current
+        if stmt.op.id == "reuse":
+            raise Unsupported("`reuse`: written layer by layer, each shared layer once")
         op = OPS[stmt.op.id]
+        operands = [a for a in stmt.args if isinstance(a.value, ast.Ref)]
+        if operands:
+            stmt = replace(stmt, args=tuple(a for a in stmt.args if a not in operands))
         args = self.bind(op, stmt, env)
         inputs = [current]
-        if op.arity == "merge":
+        if operands:
+            inputs = [self.tensor_var(a.value, env) for a in operands]  # type: ignore[arg-type]
+        elif op.arity == "merge":
             assert stmt.brace is not None
             inputs = []
             for path in stmt.brace.paths:
@@ -559,6 +592,13 @@ class _Emitter:
         else:
             name = self.fits(scope.fresh(op.name))
         return self.layers(op, args, name, inputs, chain)
+
+    def tensor_var(self, ref: ast.Ref, env: dict[str, Any]) -> str:
+        """The variable holding `@name` (checked: the name is bound)."""
+        value = env.get("@" + ref.id, env.get(ref.id) if ref.id == "in" else None)
+        if not isinstance(value, TensorRef) or value.node is None:
+            raise Unsupported(f"the tensor `@{ref.id}`")
+        return self.tensors[value.node]
 
     def bind(self, op: Op, stmt: ast.Stmt, env: dict[str, Any]) -> dict[str, Any]:
         for arg in stmt.args:  # a flag word must be known to be bound as one
@@ -584,8 +624,10 @@ class _Emitter:
         if op.arity == "source":
             spec = specs[0]
             kwargs = [*_kwargs(spec), f"name={_suffixed(name, spec.suffix)}"]
-            self.emit(*call_lines("inputs = keras.Input", kwargs, "", self.indent))
-            return "inputs"
+            var = chain if self.several_inputs else "inputs"
+            self.emit(*call_lines(f"{var} = keras.Input", kwargs, "", self.indent))
+            self.input_vars.append(var)
+            return var
         x = f"[{', '.join(inputs)}]" if op.arity == "merge" else inputs[0]
         for spec in specs:
             self.emit(*call_lines(f"{chain} = {_layer_class(spec)}",
@@ -604,6 +646,8 @@ class _Emitter:
         cond = self.condition(stmt, env)
         if not isinstance(cond, Sym):
             return self.body(stmt.body if cond else stmt.orelse, env, scope, current, chain)
+        if any(s.alias is not None and s.alias.id in self.named for s in walk((stmt,))):
+            raise Unsupported("a tensor named inside a conditional branch")
         before = scope.snapshot()
         self.emit(f"{keyword} {_condition(cond, _OR)}:")
         self._branch(stmt.body, env, scope, current, chain)
@@ -664,11 +708,12 @@ class _Emitter:
         params = _param_names(block, self.fn_names)
         args = []
         for arg in stmt.args:
-            v = self.resolve(evaluate(arg.value, env))
-            if isinstance(arg, ast.Keyword):
-                args.append(f"{params[arg.name.id]}={literal(v)}")
+            if isinstance(arg.value, ast.Ref):  # a tensor parameter: its variable
+                text = self.tensor_var(arg.value, env)
             else:
-                args.append(literal(v))
+                text = literal(self.resolve(evaluate(arg.value, env)))
+            args.append(f"{params[arg.name.id]}={text}" if isinstance(arg, ast.Keyword)
+                        else text)
         args.append(f"name={name.render()}")
         self.emit(*call_lines(f"{chain} = {self.fn_names[block.name.id]}",
                               [current, *args], "", self.indent))
@@ -701,7 +746,9 @@ class _Emitter:
         self.indent += 1
         index = Sym(var) + (start + 1) if not isinstance(start, Sym) else start + Sym(var) + 1
         name = scope.name.child(f"{base}_", index)
-        self._repetition(body, env, scope, name, own_scope, chain, chain)
+        out = self._repetition(body, env, scope, name, own_scope, chain, chain)
+        if out != chain:  # a named tensor ends the body: the next repetition reads it
+            self.emit(f"{chain} = {out}")
         self.indent -= 1
         self.loop_depth -= 1
         return chain
@@ -717,6 +764,8 @@ class _Emitter:
     def function(self, block: ast.BlockDef) -> _Function:
         self.lines, self.indent, self.tensors, self.n_vars = [], 1, [], 0
         params = _param_names(block, self.fn_names)
+        self.named = _reads(block.body)
+        self.variables = {*self.fn_names.values(), *params.values()}
         env: dict[str, Any] = {"in": self.tensor_ref("inputs")}
         signature = ["inputs"]
         defaults = []
@@ -736,7 +785,11 @@ class _Emitter:
                 else:  # computed from earlier parameters or the input's shape
                     signature.append(f"{py}=None")
                     defaults.append((py, value))
-            env[p.name.id] = Sym(py, kind=self.functions[block.name.id][p.name.id])
+            kind = self.functions[block.name.id][p.name.id]
+            if kind == "tensor":
+                env[p.name.id] = env["@" + p.name.id] = self.tensor_ref(py)
+            else:
+                env[p.name.id] = Sym(py, kind=kind)
         signature += ["*", "name"]
         for py, default in defaults:
             self.emit(f"if {py} is None:")
@@ -749,6 +802,13 @@ class _Emitter:
     def build_model(self) -> tuple[list[str], str]:
         """The body of `build_model()`, and "Sequential" or "Functional"."""
         self.lines, self.indent, self.tensors, self.n_vars = [], 1, [], 0
+        self.named = _reads(self.network.body)
+        self.variables = set(self.fn_names.values())
+        self.input_vars, self.outputs = [], None
+        self.several_inputs = sum(isinstance(s, ast.Stmt) and s.op.id == "input"
+                                  for s in self.network.body) > 1
+        if self.several_inputs and _reads_in(self.network.body):
+            raise Unsupported("`in` at the top of a network with several inputs")
         model_name = string_literal(_model_name(self.network.name.id))
         items = self.sequential()
         if items is not None:
@@ -762,14 +822,18 @@ class _Emitter:
         scope = _Scope(_Name(()))
         env = {"in": self.tensor_ref("inputs")}
         out = self.body(self.network.body, env, scope, "", "x")
-        self.emit(f"return keras.Model(inputs, {out}, name={model_name})")
+        if not self.several_inputs and self.outputs is None:
+            self.emit(f"return keras.Model(inputs, {out}, name={model_name})")
+        else:
+            self.emit(*model_lines(self.input_vars, self.outputs or [out], model_name))
         return self.lines, "Functional"
 
     def sequential(self) -> list[list[str]] | None:
         """The layers of a plain chain, each as the lines of its constructor; else None."""
         body = self.network.body
-        if any(not isinstance(s, ast.Stmt) or s.is_call or s.op.id == "repeat"
-               or OPS[s.op.id].arity == "merge" for s in body):
+        if any(not isinstance(s, ast.Stmt) or s.is_call or s.op.id not in OPS
+               or OPS[s.op.id].arity == "merge" for s in body) \
+                or sum(s.op.id == "input" for s in body) > 1:
             return None
         scope = _Scope(_Name(()))
         env = {"in": self.tensor_ref("inputs")}
@@ -791,6 +855,23 @@ class _Emitter:
         return items
 
 
+def model_lines(inputs: list[str], outputs: list[str], model_name: str) -> list[str]:
+    """`return keras.Model(inputs=[...], outputs=[...], name=...)` for several inputs or
+    outputs (one of either stays a tensor, not a list, as Keras's own models have it)."""
+
+    def ports(vars_: list[str]) -> str:
+        return vars_[0] if len(vars_) == 1 else f"[{', '.join(vars_)}]"
+
+    return call_lines("return keras.Model", [f"inputs={ports(inputs)}",
+                                             f"outputs={ports(outputs)}", f"name={model_name}"],
+                      "", 1)
+
+
+def _reads(stmts: tuple[ast.Stmt, ...]) -> set[str]:
+    """The names a body reads as `@name` (not counting `@in`)."""
+    return refs(stmts) - {"in"}
+
+
 def _model_name(network: str) -> str:
     """As the runtime names it (cnndsl.runtime._model_name)."""
     return network if network.isidentifier() else "model"
@@ -800,10 +881,16 @@ def _model_name(network: str) -> str:
 
 
 def flat_body(analysis: Analysis) -> list[str]:
-    """`build_model()` layer by layer from the checked graph: exact, if not short."""
+    """`build_model()` layer by layer from the checked graph: exact, if not short.
+
+    A layer that `reuse` applies again is made once, as a variable, and called at each use.
+    """
     lines = []
     var = {}
     graph = analysis.graph
+    shared = {n.shares for n in graph.nodes if n.shares is not None}
+    several = len(graph.inputs) > 1
+    taken: set[str] = set()
     for layer in analysis.layers:
         node = layer.node
         specs = node.op.to_keras(node.args)
@@ -811,19 +898,31 @@ def flat_body(analysis: Analysis) -> list[str]:
             p for part in node.keras_name.split(".")[1:] for p in (".", part)))
         if node.op.arity == "source":
             args = [*_kwargs(specs[0]), f"name={_suffixed(name, specs[0].suffix)}"]
-            lines += call_lines("inputs = keras.Input", args, "", 1)
-            var[node.id] = "inputs"
+            var[node.id] = identifier(node.name, taken) if several else "inputs"
+            taken.add(var[node.id])
+            lines += call_lines(f"{var[node.id]} = keras.Input", args, "", 1)
             continue
         ins = [var[i] for i in node.inputs]  # type: ignore[index]
         x = f"[{', '.join(ins)}]" if node.op.arity == "merge" else ins[0]
         out = f"x{node.id}"
-        for spec in specs:
+        for k, spec in enumerate(specs):
+            made = _layer_class(spec)
             args = [*_kwargs(spec), f"name={_suffixed(name, spec.suffix)}"]
-            lines += call_lines(f"{out} = {_layer_class(spec)}", args, f"({x})", 1)
+            if node.shares is not None:
+                lines.append(f"{out} = layer{node.shares}_{k}({x})")
+            elif node.id in shared:
+                lines += call_lines(f"layer{node.id}_{k} = {made}", args, "", 1)
+                lines.append(f"{out} = layer{node.id}_{k}({x})")
+            else:
+                lines += call_lines(f"{out} = {made}", args, f"({x})", 1)
             x = out
         var[node.id] = out
     model_name = string_literal(_model_name(graph.network))
-    lines.append(f"return keras.Model(inputs, {var[graph.output]}, name={model_name})")
+    if not several and len(graph.outputs) == 1:
+        lines.append(f"return keras.Model(inputs, {var[graph.output]}, name={model_name})")
+    else:
+        lines += model_lines([var[p.node] for p in graph.inputs],
+                             [var[p.node] for p in graph.outputs], model_name)
     return [INDENT + line for line in lines]
 
 
@@ -841,11 +940,15 @@ class Module:
     kind: str  # Sequential, Functional or flat
     compile_lines: list[str]
     expanded: list[str]  # blocks expanded in place instead of being functions
+    shared: bool = False  # some layer is applied again (`reuse`)
 
     @property
     def note(self) -> list[str]:
         """Comment lines saying which blocks are not functions, and why."""
-        if self.kind == "flat":
+        if self.kind == "flat" and self.shared:
+            text = ("Written layer by layer from the checked graph: each layer that `reuse` "
+                    "applies again is made once and called at each use.")
+        elif self.kind == "flat":
             text = ("Written layer by layer from the checked graph: the blocks could not "
                     "be written as functions of their parameters.")
         elif self.expanded:
@@ -896,26 +999,35 @@ def plan(program: ast.Program, network: ast.Network, analysis: Analysis, filenam
         fns, build_lines, kind = [], flat_body(analysis), "flat"
     used = set(recorder.instances)
     expanded = sorted(used - {f for f in functions}) if kind != "flat" else sorted(used)
+    shared = any(n.shares is not None for n in analysis.graph.nodes)
     return Module(_header(analysis, filename, network.name.id), network.name.id, fns,
-                  build_lines, kind, _compile_lines(train), expanded)
+                  build_lines, kind,
+                  _compile_lines(train, [p.name for p in analysis.graph.outputs]), expanded,
+                  shared)
 
 
 def _header(analysis: Analysis, filename: str, network: str) -> list[str]:
     t = analysis.totals
+    outputs = analysis.port_shapes(analysis.graph.outputs)
     shape = literal((None, *analysis.output_shape)) if analysis.output_shape else "?"
-    return [
+    lines = [
         f"# Generated by cnndsl {__version__} (`cnndsl build`) from the network `{network}`",
         f"# of {literal(filename)}.",
         "# Edit the .cnn file and build again rather than this file.",
         "# Expected, as `cnndsl check` reports it:",
         f"#   params {t.params:,} (trainable {t.trainable:,}, non-trainable "
         f"{t.non_trainable:,})",
-        f"#   MACs {t.macs:,}; output shape {shape}",
     ]
+    if len(outputs) <= 1:
+        return [*lines, f"#   MACs {t.macs:,}; output shape {shape}"]
+    # One output a line: names can be long, and comments keep to the line length too.
+    return [*lines, f"#   MACs {t.macs:,}; output shapes:",
+            *(f"#     {name} {literal((None, *out))}" for name, out in outputs)]  # type: ignore[misc]
 
 
-def _compile_lines(config: Any) -> list[str]:
-    """`model.compile(...)` with the train section's optimizer, loss and metrics."""
+def _compile_lines(config: Any, outputs: list[str]) -> list[str]:
+    """`model.compile(...)` with the train section's optimizer, loss and metrics (with
+    several outputs, a loss, a weight and the metrics for each, in the outputs' order)."""
     if config is None:
         return []
     from cnndsl.train import METRIC_CLASSES, OPTIMIZER_CLASSES
@@ -925,10 +1037,16 @@ def _compile_lines(config: Any) -> list[str]:
         raise ValueError(cls)
     options = [f"{identifier_key(k)}={literal(v)}" for k, v in config.optimizer_options.items()]
     optimizer = f"keras.optimizers.{cls}({', '.join(options)})"
-    metrics = [f"keras.metrics.{METRIC_CLASSES[m]}()" if m in METRIC_CLASSES else literal(m)
-               for m in config.metrics]
-    args = [f"optimizer={optimizer}", f"loss={literal(config.loss)}",
-            f"metrics=[{', '.join(metrics)}]"]
+    metrics = "[" + ", ".join(f"keras.metrics.{METRIC_CLASSES[m]}()" if m in METRIC_CLASSES
+                              else literal(m) for m in config.metrics) + "]"
+    losses = [config.output_losses.get(name, config.loss) for name in outputs]
+    if len(outputs) == 1:
+        args = [f"optimizer={optimizer}", f"loss={literal(losses[0])}", f"metrics={metrics}"]
+    else:
+        weights = [float(config.loss_weights.get(name, 1.0)) for name in outputs]
+        args = [f"optimizer={optimizer}", f"loss={literal(losses)}",
+                f"loss_weights={literal(weights)}",
+                f"metrics=[{', '.join([metrics] * len(outputs))}]"]
     return [INDENT + line for line in call_lines("model.compile", args, "", 1)]
 
 

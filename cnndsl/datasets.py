@@ -32,7 +32,8 @@ class Data:
 
     @property
     def image_shape(self) -> tuple[int, ...]:
-        return tuple(self.x_train.shape[1:])
+        x = self.x_train
+        return tuple(next(iter(x.values())).shape[1:] if isinstance(x, dict) else x.shape[1:])
 
 
 # ----------------------------------------------------------------------------- loading
@@ -229,6 +230,14 @@ def prepare(data: Data, input_shape: tuple[int, ...], output_shape: tuple[int, .
     """
     x_train = _images(data.x_train, input_shape, "training")
     x_test = _images(data.x_test, input_shape, "test")
+    y_train, y_test, loss, classes = _labels(data, output_shape, loss)
+    return Prepared(x_train, y_train, x_test, y_test, loss, classes)
+
+
+def _labels(data: Data, output_shape: tuple[int, ...], loss: str
+            ) -> tuple[np.ndarray, np.ndarray, str, int]:
+    """The labels in the form `loss` needs for an output of `output_shape`, that loss
+    (perhaps its sparse twin) and the number of classes."""
     y_train, one_hot = _classes(data.y_train)
     y_test, test_one_hot = _classes(data.y_test)
     if one_hot != test_one_hot:
@@ -248,9 +257,70 @@ def prepare(data: Data, input_shape: tuple[int, ...], output_shape: tuple[int, .
     elif not one_hot and loss not in ("sparse_categorical_crossentropy", "binary_crossentropy"):
         eye = np.eye(classes, dtype=np.float32)  # losses like mse need one-hot targets
         y_train, y_test = eye[y_train], eye[y_test]
-    return Prepared(x_train, y_train, x_test, y_test, loss, classes)
+    return y_train, y_test, loss, classes
 
 
 def describe(data: Data) -> str:
     shape = "x".join(map(str, data.image_shape))
     return f"{data.name}: {len(data.x_train):,} train + {len(data.x_test):,} test images, {shape}"
+
+
+# ----------------------------------------------------------------------------- several inputs
+
+
+def load_inputs(path: Path, inputs: list[str]) -> Data:
+    """An .npz for a network with several inputs: an array per input, named after it,
+    `x_NAME_train` and `x_NAME_test` with `y_train` and `y_test`, or `x_NAME` with `y`
+    (shuffled, then split 80/20 as `x`, `y` are). The images are {input name: array}."""
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            arrays = {k: f[k] for k in f.files}
+    except (OSError, ValueError) as err:
+        raise DataError(f"cannot read `{path}`: {err}") from err
+    split_given = {"y_train", "y_test"} <= arrays.keys()
+    if not split_given and "y" not in arrays:
+        raise DataError(f"`{path}` has no labels: expected arrays `y` (or `y_train` and "
+                        "`y_test`)")
+    parts = ("_train", "_test") if split_given else ("",)
+    for name in inputs:
+        for key in (f"x_{name}{part}" for part in parts):
+            if key not in arrays:
+                raise DataError(f"`{path}` has no array `{key}` for the input `{name}` (it "
+                                f"has {', '.join(sorted(arrays))})")
+    if split_given:
+        data = Data({n: arrays[f"x_{n}_train"] for n in inputs}, arrays["y_train"],
+                    {n: arrays[f"x_{n}_test"] for n in inputs}, arrays["y_test"], path.name)
+    else:
+        order = np.random.default_rng(SPLIT_SEED).permutation(len(arrays["y"]))
+        n_test = math.ceil(len(order) * TEST_FRACTION)
+        test, train = order[:n_test], order[n_test:]
+        for n in inputs:
+            if len(arrays[f"x_{n}"]) != len(order):
+                raise DataError(f"`{path}` has {len(arrays[f'x_{n}'])} `x_{n}` images but "
+                                f"{len(order)} labels")
+        data = Data({n: arrays[f"x_{n}"][train] for n in inputs}, arrays["y"][train],
+                    {n: arrays[f"x_{n}"][test] for n in inputs}, arrays["y"][test], path.name)
+    for part in ("train", "test"):
+        for n, x in getattr(data, f"x_{part}").items():
+            if len(x) != len(getattr(data, f"y_{part}")):
+                raise DataError(f"`{path}` has {len(x)} {part} `{n}` images but "
+                                f"{len(getattr(data, f'y_{part}'))} labels")
+    return data
+
+
+def prepare_ports(data: Data, inputs: list[tuple[str, tuple[int, ...]]],
+                  outputs: list[tuple[str, tuple[int, ...], str]]) -> Prepared:
+    """Data for a network with several inputs or outputs: images per input (in order), and
+    the one label set in the form each output's loss needs (so `loss` is a list)."""
+    def images(x: np.ndarray | dict[str, np.ndarray], part: str) -> list[np.ndarray]:
+        if not isinstance(x, dict):
+            return [_images(x, inputs[0][1], part)]
+        return [_images(x[name], shape, f"{part} `{name}`") for name, shape in inputs]
+
+    x_train, x_test = images(data.x_train, "training"), images(data.x_test, "test")
+    labels = [_labels(data, shape, loss) for _, shape, loss in outputs]
+    # One input or output stays an array, not a list of one, as Keras takes it.
+    one = lambda items: items[0] if len(items) == 1 else items  # noqa: E731
+    return Prepared(one(x_train), one([y[0] for y in labels]), one(x_test),
+                    one([y[1] for y in labels]), one([y[2] for y in labels]),
+                    labels[0][3])

@@ -59,7 +59,7 @@ _FAMILY_OF = {
     "conv": "conv", "dwconv": "conv", "sepconv": "conv",
     "maxpool": "pool", "avgpool": "pool", "globalavgpool": "pool", "globalmaxpool": "pool",
     "dense": "dense",
-    "concat": "merge", "add": "merge", "multiply": "merge",
+    "concat": "merge", "add": "merge", "multiply": "merge", "subtract": "merge",
     "flatten": "shape", "reshape": "shape", "zeropad": "shape", "rescale": "shape",
 }
 
@@ -163,8 +163,9 @@ def _counts(shape: str, params: int, word: str = "params") -> str:
     return f"{shape} · {human(params)} {word}" if params else shape
 
 
-def layer_label(layer: Layer, error: str | None) -> str:
-    """An HTML-like label: [name], op and window in bold, details, shape and params."""
+def layer_label(layer: Layer, error: str | None, shares: str | None = None) -> str:
+    """An HTML-like label: [name], op and window in bold, details, shape and params;
+    `shares`, the layer whose weights a `reuse` applies again."""
     node = layer.node
     if node.op.label is not None:
         head, details = node.op.label(node.args), []
@@ -174,6 +175,8 @@ def layer_label(layer: Layer, error: str | None) -> str:
     lines.append(f"<b>{_esc(head)}</b>")
     if details:
         lines.append(_esc(", ".join(details)))
+    if node.shares is not None:  # `reuse`: drawn again, dashed, naming the first use
+        lines.append(_small(f"shares {shares}", "#54278f"))
     if error is not None:
         wrapped = textwrap.wrap(error, 36) or ["error"]
         lines += [f'<font point-size="9" color="#a50f15">{_esc(w)}</font>' for w in wrapped]
@@ -296,6 +299,8 @@ def _cluster_label(a: Analysis, scope: Scope | None, path: tuple[str, ...]) -> s
     inside = [x for x in a.layers if x.node.scope[: len(path)] == path]
     shape = fmt_shape(inside[-1].shape) if inside else "?"
     kind = (scope.block if scope else None) or "repeat"
+    if scope is not None and scope.kind == "reuse":
+        kind += ", reused"
     params = sum(x.params for x in inside)
     return (f"<<b>{_esc(path[-1])}</b> — {_esc(shape)}<br align=\"left\"/>"
             f"{_small(f'{kind} · {human(params)} params')}<br align=\"left\"/>>")
@@ -375,8 +380,12 @@ class _Builder:
             attrs = _node_attrs(FAMILY[fam])
             if fam == "merge":
                 attrs["penwidth"] = "1.6"
+            if layer.node.shares is not None:
+                attrs["style"] = "rounded,filled,dashed"
         attrs["tooltip"] = tooltip
-        return layer_label(layer, error), attrs
+        shares = layer.node.shares
+        return layer_label(layer, error, None if shares is None
+                           else self.a.layers[shares].node.name), attrs
 
     def edges(self) -> Iterator[tuple[str, str, str, bool]]:
         """(tail, head, shape, known) once per pair of drawn nodes, in consumer order, so a
@@ -427,8 +436,12 @@ class _Builder:
 def _title(a: Analysis, n_errors: int, unshown: list[Diagnostic]) -> str:
     """The network, its input and output, totals; then any errors no layer shows, in red."""
     t = a.totals
-    text = (f"<<b>{_esc(a.graph.network)}</b>   {_esc(fmt_shape(a.input_shape))} → "
-            f"{_esc(fmt_shape(a.output_shape))}   {t.params:,} params   "
+    if len(a.graph.inputs) > 1 or len(a.graph.outputs) > 1:
+        ports = (f"{len(a.graph.inputs)} input{'s' * (len(a.graph.inputs) > 1)} → "
+                 f"{len(a.graph.outputs)} output{'s' * (len(a.graph.outputs) > 1)}")
+    else:
+        ports = f"{fmt_shape(a.input_shape)} → {fmt_shape(a.output_shape)}"
+    text = (f"<<b>{_esc(a.graph.network)}</b>   {_esc(ports)}   {t.params:,} params   "
             f"{human(t.macs)} MACs")
     if n_errors:
         plural = "s" if n_errors > 1 else ""
@@ -463,7 +476,29 @@ def to_digraph(a: Analysis, diagnostics: list[Diagnostic] | None = None, rankdir
     for tail, head, shape, known in b.edges():
         style = {} if known else {"style": "dashed", "color": "#bdbdbd"}
         g.edge(tail, head, label=f" {shape}", **style)
+    if len(a.graph.inputs) > 1 or len(a.graph.outputs) > 1:
+        _ports(g, b, a)
     return g
+
+
+def _ports(g: graphviz.Digraph, b: _Builder, a: Analysis) -> None:
+    """Several inputs side by side on the top rank; each output a labelled end below its
+    layer, all on the bottom rank."""
+    with g.subgraph() as top:
+        top.attr(rank="source")
+        for port in a.graph.inputs:
+            top.node(b.key(port.node))
+    with g.subgraph() as bottom:
+        bottom.attr(rank="sink")
+        several = len(a.graph.outputs) > 1
+        for k, port in enumerate(a.graph.outputs, 1):
+            shape = fmt_shape(a.layers[port.node].shape)
+            head = f"output {k}" if several else "output"
+            bottom.node(f"output_{k}", label=_html([f"<b>{head}: {_esc(port.name)}</b>",
+                                                    _small(shape)]),
+                        **_node_attrs(FAMILY["input"], shape="box", style="rounded,filled,bold"))
+    for k, port in enumerate(a.graph.outputs, 1):
+        g.edge(b.key(port.node), f"output_{k}")
 
 
 # ----------------------------------------------------------------------------- the command

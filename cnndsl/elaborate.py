@@ -4,11 +4,13 @@ layer is named, scoped and wired to its inputs."""
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from cnndsl import ast, keras_habits
-from cnndsl.diagnostics import CnnError, Diagnostic, Label, Span, did_you_mean
-from cnndsl.graph import Graph, Node, Scope, TrainEntry
+from cnndsl.diagnostics import ERROR, WARNING, CnnError, Diagnostic, Label, Span, did_you_mean
+from cnndsl.graph import Graph, Node, Port, Scope, TrainEntry
 from cnndsl.infer import Shapes
 from cnndsl.ops import OPS, Op
 from cnndsl.values import (
@@ -30,8 +32,52 @@ MAX_LAYERS = 100_000
 _NO_INPUT = -1  # before the network's `input`
 
 
+# Statements that are neither ops nor blocks.
+_KEYWORDS = ("repeat", "reuse", "outputs")
+
+
 class _TooBig(Exception):
     pass
+
+
+@dataclass
+class _Frame:
+    """A network's or block instance's body: the names it defines, and the statements with
+    a name being elaborated (to tell a cycle from a use before definition)."""
+
+    body: tuple[ast.Stmt, ...]
+    pending: list[str] = field(default_factory=list)
+    _names: dict[str, Span] | None = None
+
+    @property
+    def names(self) -> dict[str, Span]:
+        if self._names is None:
+            self._names = {}
+            for stmt in walk(self.body):
+                if stmt.alias is not None:
+                    self._names.setdefault(stmt.alias.id, stmt.alias.span)
+        return self._names
+
+
+def walk(stmts: tuple[ast.Statement, ...]) -> Iterator[ast.Stmt]:
+    """Every statement of a body, those in braces and in both branches of an `if` included
+    (not those of called blocks)."""
+    for stmt in stmts:
+        if isinstance(stmt, ast.If):
+            yield from walk(stmt.body)
+            yield from walk(stmt.orelse)
+            continue
+        yield stmt
+        if stmt.brace is not None:
+            yield from walk(stmt.brace.body)
+            for path in stmt.brace.paths:
+                yield from walk(path.body)
+
+
+def refs(stmts: tuple[ast.Stmt, ...]) -> set[str]:
+    """The names a body reads as `@name`."""
+    return {arg.value.id for stmt in walk(stmts) for arg in stmt.args
+            if isinstance(arg.value, ast.Ref)}
 
 
 # ----------------------------------------------------------------------------- elaboration
@@ -49,6 +95,13 @@ class Elaborator:
         self.call_sites: list[Scope] = []  # the block instances being expanded
         self.repeat_spans: list[Span] = []
         self.shapes = Shapes(self.nodes)  # for conditions that read a tensor's shape
+        self.tensor_params: dict[str, set[str]] = {}  # per block: the params read as `@p`
+        self.frames: list[_Frame] = []
+        self.top: set[int] = set()  # ids of the network's own statements
+        self.inputs: list[Port] = []
+        self.outputs: list[Port] | None = None
+        self.last: ast.Stmt | None = None  # the network's last statement
+        self.repeats: set[int] = set()  # nodes named as the output of a `repeat`
         for block in program.blocks:
             self._define(block)
 
@@ -58,7 +111,7 @@ class Elaborator:
 
     def _define(self, block: ast.BlockDef) -> None:
         name = block.name.id
-        if name in OPS or name == "repeat":
+        if name in OPS or name in _KEYWORDS:
             self.error(f"a block cannot be called `{name}`: that is an op", block.name.span,
                        "choose another name")
         elif name in self.blocks:
@@ -76,6 +129,7 @@ class Elaborator:
                 self.error(f"parameter `{p.name.id}` appears twice", p.name.span, None,
                            (Label(seen[p.name.id], "first here"),))
             seen[p.name.id] = p.name.span
+        self.tensor_params[name] = set(seen) & refs(block.body)
 
     # ---- naming
 
@@ -113,17 +167,43 @@ class Elaborator:
                                                     "expanded from this call"),)
                 self.diagnostics.append(err.diagnostic(stmt.span))
                 current = None
+            if isinstance(stmt, ast.Stmt) and stmt.alias is not None and current != _NO_INPUT:
+                # `as x` makes the statement's tensor readable as `@x` (lost: None, silent)
+                instance = (*scope, stmt.alias.id) if stmt.is_call else None
+                env["@" + stmt.alias.id] = TensorRef(current, instance)
+                if stmt.op.id == "repeat" and current is not None:
+                    self.repeats.add(current)
         return current
 
     def stmt(self, stmt: ast.Statement, current: int | None, env: dict[str, Any],
              scope: tuple[str, ...]) -> int | None:
         if isinstance(stmt, ast.If):
             return self.if_(stmt, current, env, scope)
+        if stmt.ref is not None:
+            if current == _NO_INPUT:
+                raise CnnError(f"`@{stmt.ref.id}` comes before the network's `input`",
+                               stmt.span, "a tensor can be read only after it is made")
+            return self.tensor(stmt.ref, env).node
+        pending = self.frames[-1].pending if self.frames and stmt.alias else None
+        if pending is not None:
+            pending.append(stmt.alias.id)  # type: ignore[union-attr]
+        try:
+            return self._stmt(stmt, current, env, scope)
+        finally:
+            if pending is not None:
+                pending.pop()
+
+    def _stmt(self, stmt: ast.Stmt, current: int | None, env: dict[str, Any],
+              scope: tuple[str, ...]) -> int | None:
         if stmt.is_call:
             return self.call(stmt, current, env, scope)
         name = stmt.op.id
         if name == "repeat":
             return self.repeat(stmt, current, env, scope)
+        if name == "outputs":
+            return self.outputs_stmt(stmt, env)
+        if name == "reuse":
+            return self.reuse(stmt, current, env, scope)
         op = OPS.get(name)
         if op is None:
             if name in self.blocks:
@@ -135,21 +215,171 @@ class Elaborator:
                                "`} else {`, or `} else if COND {`")
             raise CnnError(f"unknown op `{name}`", stmt.op.span,
                            keras_habits.hint(stmt)
-                           or did_you_mean(name, [*OPS, *self.blocks, "repeat"])
+                           or did_you_mean(name, [*OPS, *self.blocks, *_KEYWORDS])
                            or "see docs/language.md for the list of ops")
         if op.arity == "source":
-            if current != _NO_INPUT or scope:
-                raise CnnError("`input` can only be the first statement of a network",
-                               stmt.op.span)
+            self._check_input(stmt, scope)
         elif current == _NO_INPUT:
             raise CnnError(f"`{name}` comes before the network's `input`", stmt.op.span,
                            "start the network with `input HxWxC`, e.g. `input 28x28x1`")
+        operands = [a for a in stmt.args if isinstance(a.value, ast.Ref)]
+        if operands:
+            if op.arity != "merge":
+                first = operands[0].value.id  # type: ignore[union-attr]
+                raise CnnError(f"`{op.name}` takes no tensor operands", operands[0].span,
+                               f"write `@{first}` on a line of its own, then `{op.name} ...`")
+            stmt = replace(stmt, args=tuple(a for a in stmt.args if a not in operands))
         args, spans = self.bind(op, stmt, env)
         if op.arity == "source" and any(isinstance(v, Deferred) for v in args.values()):
             raise CnnError("the input's sizes must be numbers", stmt.span,
                            "`in` is the network's input itself: it has no shape yet")
-        inputs, input_spans = self._inputs(op, stmt, current, env, scope)
-        return self.add_node(op, args, spans, inputs, input_spans, stmt, scope)
+        if operands:
+            inputs, input_spans = self._operands(op, stmt, operands, env)
+        else:
+            inputs, input_spans = self._inputs(op, stmt, current, env, scope)
+        node = self.add_node(op, args, spans, inputs, input_spans, stmt, scope)
+        if op.arity == "source":
+            self.inputs.append(Port(stmt.alias.id if stmt.alias else op.name, node))
+        return node
+
+    def _check_input(self, stmt: ast.Stmt, scope: tuple[str, ...]) -> None:
+        """Each `input` of the network's own body starts a new current tensor; a second one
+        needs a name."""
+        if scope or id(stmt) not in self.top:
+            raise CnnError("`input` can only be a statement of the network itself",
+                           stmt.op.span, "not inside a block, a merge path or a `repeat`")
+        if self.inputs and stmt.alias is None:
+            raise CnnError("a network with several inputs names each one", stmt.op.span,
+                           "write `input 28x28x1 as right`, say",
+                           (Label(self.nodes[self.inputs[0].node].span, "the first input"),))
+
+    # ---- named tensors
+
+    def tensor(self, ref: ast.Ref, env: dict[str, Any]) -> TensorRef:
+        """The tensor `@name` reads, or an error saying why there is none."""
+        name = ref.id
+        value = env.get("@" + name, env.get(name) if name == "in" else None)
+        if isinstance(value, TensorRef):
+            return value
+        if name in env:
+            raise CnnError(f"`{name}` is a value, not a tensor", ref.span,
+                           f"write `{name}` without `@` where a number goes")
+        frame = self.frames[-1] if self.frames else None
+        if frame is not None and name in frame.pending:
+            raise CnnError(f"`@{name}` reads the output of its own statement: a cycle",
+                           ref.span, "a layer's inputs must be computed before it",
+                           (Label(frame.names[name], f"`{name}` is named here"),))
+        if frame is not None and name in frame.names:
+            raise CnnError(f"`@{name}` is used before it is defined", ref.span,
+                           "a tensor can be read only after the statement that names it",
+                           (Label(frame.names[name], "defined here, later"),))
+        known = [k[1:] for k in env if k.startswith("@")]
+        raise CnnError(f"unknown tensor `@{name}`", ref.span,
+                       did_you_mean(name, known) or "name a tensor with `as NAME` to read it "
+                       "as `@NAME`")
+
+    def _operands(self, op: Op, stmt: ast.Stmt, operands: list[ast.Arg], env: dict[str, Any]
+                  ) -> tuple[tuple[int | None, ...], tuple[Span, ...]]:
+        """`add @a @b`: a merge of named tensors, without a brace."""
+        if stmt.brace is not None:
+            raise CnnError(f"`{op.name}` takes named tensors or paths, not both",
+                           stmt.brace.span, "put `@name` first in a path instead")
+        if len(operands) < 2:
+            raise CnnError(f"`{op.name}` needs at least two tensors", operands[0].span,
+                           "with one tensor there is nothing to merge")
+        refs = [self.tensor(a.value, env) for a in operands]  # type: ignore[arg-type]
+        return tuple(r.node for r in refs), tuple(a.span for a in operands)
+
+    def outputs_stmt(self, stmt: ast.Stmt, env: dict[str, Any]) -> int | None:
+        """`outputs @main @aux`: the network's outputs, in that order."""
+        if id(stmt) not in self.top or stmt is not self.last:
+            raise CnnError("`outputs` can only be the last statement of a network",
+                           stmt.op.span, "list the outputs at the end: `outputs @main @aux`")
+        if stmt.alias is not None or stmt.brace is not None or not stmt.args:
+            raise CnnError("`outputs` lists named tensors", stmt.span,
+                           "name them with `as NAME` and write `outputs @main @aux`")
+        ports: list[Port | None] = []
+        seen: dict[str, Span] = {}
+        for arg in stmt.args:
+            value = arg.value
+            if not isinstance(arg, ast.Positional) or not isinstance(value, ast.Ref):
+                bare = isinstance(value, ast.Name) and "@" + value.id in env
+                raise CnnError("`outputs` takes named tensors", arg.span,
+                               f"write `@{value.id}`" if bare  # type: ignore[union-attr]
+                               else "name a tensor with `as NAME` and list it as `@NAME`")
+            if value.id in seen:
+                raise CnnError(f"`@{value.id}` is listed twice", arg.span,
+                               "each output is listed once", (Label(seen[value.id], "first here"),))
+            seen[value.id] = arg.span
+            node = self.tensor(value, env).node
+            ports.append(Port(value.id, node) if node is not None else None)
+        self.outputs = [p for p in ports if p is not None]
+        return None if None in ports else self.outputs[0].node
+
+    # ---- weight sharing
+
+    def reuse(self, stmt: ast.Stmt, current: int | None, env: dict[str, Any],
+              scope: tuple[str, ...]) -> int | None:
+        """`reuse @x`: the layer (or block instance) named `x` applied again, same weights."""
+        if current == _NO_INPUT:
+            raise CnnError("`reuse` comes before the network's `input`", stmt.op.span,
+                           "start the network with `input HxWxC`, e.g. `input 28x28x1`")
+        value = stmt.args[0].value if len(stmt.args) == 1 else None
+        if not isinstance(value, ast.Ref) or stmt.brace is not None:
+            raise CnnError("`reuse` takes one named layer or block instance", stmt.span,
+                           "name it with `as tower` where it is first applied, then write "
+                           "`reuse @tower`")
+        target = self.tensor(value, env)
+        if target.node is None or current is None:
+            return None
+        node = self.nodes[target.node]
+        if target.node in self.repeats:
+            raise CnnError(f"`@{value.id}` names a `repeat`", value.span,
+                           "reuse a layer or a block instance")
+        if target.scope is None and node.op.arity != "one":
+            what = "an input" if node.op.arity == "source" else "a merge"
+            raise CnnError(f"`@{value.id}` is {what}: it has no weights to share", value.span,
+                           "`reuse` applies a named layer or block instance again")
+        local = self._local(scope, stmt.alias, "reuse")
+        full = self._claim(scope, local, stmt.alias.span if stmt.alias else stmt.op.span)
+        if target.scope is None:
+            copy = Node(len(self.nodes), full, node.op, node.args, (current,), scope, stmt.span,
+                        node.arg_spans, (), _original(node))
+            self._append(copy, stmt)
+            return copy.id
+        return self._reuse_block(target.scope, target.node, (*scope, local), current, stmt)
+
+    def _reuse_block(self, path: tuple[str, ...], out: int, new_path: tuple[str, ...],
+                     current: int, stmt: ast.Stmt) -> int:
+        members = [n for n in self.nodes if n.scope[:len(path)] == path]
+        ids = {n.id for n in members}
+        outside = {i for n in members for i in n.inputs if i not in ids}
+        if not members or out not in ids:
+            raise CnnError(f"`{'/'.join(path)}` has no layers of its own to reuse",
+                           stmt.args[0].span, "reuse a block instance that makes layers")
+        if len(outside) != 1:
+            raise CnnError(f"`{'/'.join(path)}` reads {len(outside)} tensors from outside",
+                           stmt.args[0].span, "`reuse` applies again a block instance that "
+                           "reads one tensor, its input")
+        mapping = dict.fromkeys(outside, current)
+        for s in [s for s in self.scopes if s.path[:len(path)] == path]:
+            inner = new_path + s.path[len(path):]
+            self.scopes.append(Scope(inner, "reuse" if s.path == path else s.kind, s.block,
+                                     stmt.span if s.path == path else s.span))
+        for n in members:
+            inner = new_path + n.scope[len(path):]
+            full = self._claim(inner[:-1], "/".join((inner[-1], n.local_name)), stmt.span)
+            copy = Node(len(self.nodes), full, n.op, n.args,
+                        tuple(mapping.get(i, i) for i in n.inputs), inner, stmt.span,
+                        n.arg_spans, n.input_spans, _original(n))
+            mapping[n.id] = self._append(copy, stmt)
+        return mapping[out]
+
+    def _append(self, node: Node, stmt: ast.Stmt) -> int:
+        if len(self.nodes) >= MAX_LAYERS:
+            raise _TooBig(self.repeat_spans[0] if self.repeat_spans else stmt.span)
+        self.nodes.append(node)
+        return node.id
 
     def _inputs(self, op: Op, stmt: ast.Stmt, current: int | None, env: dict[str, Any],
                 scope: tuple[str, ...]) -> tuple[tuple[int | None, ...], tuple[Span, ...]]:
@@ -177,16 +407,12 @@ class Elaborator:
     def add_node(self, op: Op, args: dict[str, Any], spans: dict[str, Span],
                  inputs: tuple[int | None, ...], input_spans: tuple[Span, ...],
                  stmt: ast.Stmt, scope: tuple[str, ...]) -> int:
-        if len(self.nodes) >= MAX_LAYERS:
-            raise _TooBig(self.repeat_spans[0] if self.repeat_spans else stmt.span)
         # The one input is just `input`; other layers count up per op: conv_1, conv_2, ...
         local = op.name if op.arity == "source" and not stmt.alias else self._local(
             scope, stmt.alias, op.name)
         full = self._claim(scope, local, stmt.alias.span if stmt.alias else stmt.op.span)
-        node = Node(len(self.nodes), full, op, args, inputs, scope, stmt.span, spans,
-                    input_spans)
-        self.nodes.append(node)
-        return node.id
+        return self._append(Node(len(self.nodes), full, op, args, inputs, scope, stmt.span,
+                                 spans, input_spans), stmt)
 
     # ---- arguments
 
@@ -314,16 +540,19 @@ class Elaborator:
         self.scopes.append(Scope(path, "block", name, stmt.span))
         self.call_stack.append(block)
         self.call_sites.append(self.scopes[-1])
+        self.frames.append(_Frame(block.body))
         try:
             return self.body(block.body, current, inner_env, path)
         finally:
             self.call_stack.pop()
             self.call_sites.pop()
+            self.frames.pop()
 
     def _bind_call(self, block: ast.BlockDef, stmt: ast.Stmt, env: dict[str, Any],
                    current: int | None) -> dict[str, Any]:
         params = {p.name.id: p for p in block.params}
         given: dict[str, Any] = {}
+        spans: dict[str, Span] = {}
         order = list(params)
         takes = (f"`{block.name.id}` takes {len(params)} argument{'s' if len(params) != 1 else ''}"
                  f": {', '.join(f'`{p}`' for p in params)}" if params
@@ -336,18 +565,20 @@ class Elaborator:
                                    arg.name.span, did_you_mean(key, params) or takes)
                 if key in given:
                     raise CnnError(f"`{key}` is given twice", arg.span)
-                given[key] = evaluate(arg.value, env)
+                given[key], spans[key] = self._argument(arg.value, env), arg.span
             else:
                 free = [p for p in order if p not in given]
                 if not free:
                     raise CnnError(f"too many arguments for block `{block.name.id}`", arg.span,
                                    takes,
                                    (Label(block.name.span, "defined here"),))
-                given[free[0]] = evaluate(arg.value, env)
+                given[free[0]], spans[free[0]] = self._argument(arg.value, env), arg.span
         inner: dict[str, Any] = {"in": TensorRef(current)}
         for name, p in params.items():
             if name in given:
-                inner[name] = given[name]
+                inner[name] = self._check_tensor_param(block, p, given[name], spans[name])
+                if isinstance(inner[name], TensorRef):
+                    inner["@" + name] = inner[name]
             elif p.default is not None:
                 inner[name] = evaluate(p.default, inner)
             else:
@@ -355,6 +586,24 @@ class Elaborator:
                                stmt.op.span, f"pass it: `{block.name.id}({', '.join(params)})`",
                                (Label(p.span, "declared here"),))
         return inner
+
+    def _argument(self, expr: ast.Expr, env: dict[str, Any]) -> Any:
+        return self.tensor(expr, env) if isinstance(expr, ast.Ref) else evaluate(expr, env)
+
+    def _check_tensor_param(self, block: ast.BlockDef, param: ast.Param, value: Any,
+                            span: Span) -> Any:
+        """A tensor parameter (one the block reads as `@name`) takes a tensor; others do not."""
+        name = param.name.id
+        if name in self.tensor_params.get(block.name.id, ()):
+            if not isinstance(value, TensorRef):
+                raise CnnError(f"`{name}` is a tensor parameter of `{block.name.id}`", span,
+                               "pass a named tensor, such as `@x`",
+                               (Label(param.span, "read as `@" + name + "` in the block"),))
+        elif isinstance(value, TensorRef):
+            raise CnnError(f"`{name}` of `{block.name.id}` is not a tensor parameter", span,
+                           f"pass a value; the block would read a tensor as `@{name}`",
+                           (Label(param.span, "declared here"),))
+        return value
 
     def repeat(self, stmt: ast.Stmt, current: int | None, env: dict[str, Any],
                scope: tuple[str, ...]) -> int | None:
@@ -401,11 +650,34 @@ class Elaborator:
                        "start it with `input HxWxC`, e.g. `input 28x28x1`")
             self.body(net.body, None, {}, ())  # still check each layer's own arguments
             return None
-        # At the top level, `in` is the network's input: the first node.
+        # At the top level, `in` is the network's (first) input: the first node.
+        self.top = {id(s) for s in net.body}
+        self.last = net.body[-1]
+        self.frames.append(_Frame(net.body))
         current = self.body(net.body, _NO_INPUT, {"in": TensorRef(0)}, ())
         if not self.nodes or self.nodes[0].op.arity != "source":
             return None  # the `input` itself was wrong, and said so
-        return None if current == _NO_INPUT else current
+        if current in (None, _NO_INPUT):
+            return None
+        if self.outputs is None:
+            self.outputs = [Port(self.nodes[current].name, current)]
+        if not any(d.severity == ERROR for d in self.diagnostics):
+            self._warn_unused()
+        return current
+
+    def _warn_unused(self) -> None:
+        """A warning for each chain of layers that reaches no output, at its last layer."""
+        live = {p.node for p in self.outputs or ()}
+        used: set[int] = set()  # read by some layer
+        for node in reversed(self.nodes):
+            used.update(i for i in node.inputs if i is not None)
+            if node.id in live:
+                live.update(i for i in node.inputs if i is not None)
+            elif node.id not in used:
+                what = node.name
+                self.diagnostics.append(Diagnostic(
+                    WARNING, f"`{what}` is computed but never used", node.span,
+                    "read it with `@NAME` (after `as NAME`), list it in `outputs`, or remove it"))
 
 
 def _keras_habit(op: Op, word: str, around: tuple[ast.Arg | None, ...],
@@ -467,16 +739,25 @@ def elaborate(program: ast.Program, network: ast.Network) -> tuple[Graph, list[D
     except _TooBig as err:
         e.nodes.clear()
         e.scopes.clear()
+        e.inputs.clear()
         e.error(f"this network expands to more than {MAX_LAYERS:,} layers", err.args[0],
                 "reduce the `repeat` counts")
         output = None
     except RecursionError:
         e.nodes.clear()
         e.scopes.clear()
+        e.inputs.clear()
         e.error("blocks nest too deeply to expand", network.name.span,
                 "call fewer blocks inside one another")
         output = None
     train = _train(program, e.diagnostics)
     # A `repeat` body says each of its errors once, not once per repetition.
     diagnostics = list(dict.fromkeys(e.diagnostics))
-    return Graph(network.name.id, e.nodes, e.scopes, output, train), diagnostics
+    outputs = e.outputs if output is not None and e.outputs else []
+    return Graph(network.name.id, e.nodes, e.scopes, output, train, e.inputs, outputs), \
+        diagnostics
+
+
+def _original(node: Node) -> int:
+    """The node whose layer a `reuse` applies again: the first application."""
+    return node.shares if node.shares is not None else node.id

@@ -32,6 +32,7 @@ class Node:
     span: Span
     arg_spans: dict[str, Span] = field(default_factory=dict)
     input_spans: tuple[Span, ...] = ()  # for merges: the span of each path
+    shares: int | None = None  # `reuse`: the node whose layer (and weights) this applies again
 
     @property
     def local_name(self) -> str:
@@ -56,10 +57,23 @@ class TrainEntry:
     span: Span
 
 
+@dataclass(frozen=True)
+class Port:
+    """A network input or output: its .cnn name and its node."""
+
+    name: str
+    node: int
+
+
 @dataclass
 class Graph:
+    """`output` is the first of `outputs` (the only one, for most networks); both are empty
+    or None when an error lost the output."""
+
     network: str
     nodes: list[Node]
     scopes: list[Scope]
     output: int | None
     train: list[TrainEntry] = field(default_factory=list)
+    inputs: list[Port] = field(default_factory=list)
+    outputs: list[Port] = field(default_factory=list)

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field, replace
 from functools import cached_property
 
 from cnndsl.diagnostics import ERROR, MAX_NUMBER, WARNING, CnnError, Diagnostic, Label
-from cnndsl.graph import Graph, Node, Scope
+from cnndsl.graph import Graph, Node, Port, Scope
 from cnndsl.ops.base import Context, Shape, ShapeError, fmt_shape
 from cnndsl.values import Deferred, UnknownShape, convert, evaluate
 
@@ -62,12 +62,22 @@ class Analysis:
 
     @property
     def input_shape(self) -> Shape | None:
+        """The input's shape; None for a network with several inputs."""
+        if len(self.graph.inputs) > 1:
+            return None
         return self.layers[0].shape if self.layers else None
 
     @property
     def output_shape(self) -> Shape | None:
+        """The output's shape; None for a network with several outputs."""
         out = self.graph.output
-        return self.layers[out].shape if out is not None else None
+        if out is None or len(self.graph.outputs) > 1:
+            return None
+        return self.layers[out].shape
+
+    def port_shapes(self, ports: list[Port]) -> list[tuple[str, Shape | None]]:
+        """Each input or output by name, with its shape."""
+        return [(p.name, self.layers[p.node].shape) for p in ports]
 
     @property
     def totals(self) -> Totals:
@@ -108,8 +118,8 @@ class Analysis:
             for i in layer.node.inputs:
                 if i is not None:
                     last_use[i] = layer.node.id
-        if self.graph.output is not None:
-            last_use[self.graph.output] = len(self.layers)
+        for port in self.graph.outputs:
+            last_use[port.node] = len(self.layers)
         live, peak, sizes = 0, 0, {}
         for layer in self.layers:
             sizes[layer.node.id] = math.prod(layer.shape) if layer.shape else 0
@@ -196,8 +206,30 @@ def _layer(node: Node, layers: list[Layer], diagnostics: list[Diagnostic],
     for message, hint in ctx.warnings:
         diagnostics.append(Diagnostic(WARNING, message, node.span, hint, _call_site(node, scopes)))
     trainable, non_trainable = node.op.params(node.args, ctx, out)
+    if node.shares is not None:  # `reuse`: the weights are the first application's
+        if not _same_weights(node, layers, ctx, (trainable, non_trainable), diagnostics):
+            return Layer(node, None)
+        trainable, non_trainable = 0, 0
     field_ = _receptive_field(node, ctx, [i.field for i in ins])  # type: ignore[union-attr, misc]
     return Layer(node, out, trainable, non_trainable, node.op.macs(node.args, ctx, out), field_)
+
+
+def _same_weights(node: Node, layers: list[Layer], ctx: Context, params: tuple[int, int],
+                  diagnostics: list[Diagnostic]) -> bool:
+    """Whether a reused layer's weights fit its new input (they were made for the first)."""
+    first = layers[node.shares]  # type: ignore[index]
+    if first.shape is None:
+        return False
+    if params == (first.trainable, first.non_trainable):
+        return True
+    original = first.node
+    before = layers[original.inputs[0]].shape if original.inputs[0] is not None else None
+    diagnostics.append(Diagnostic(
+        ERROR, f"`reuse` gives `{original.name}` a {fmt_shape(ctx.shape)} input, which its "
+        "weights do not fit", node.span,
+        f"its weights were made for a {fmt_shape(before)} input; reuse a layer on tensors of "
+        "the shape it was first applied to", (Label(original.span, "first applied here"),)))
+    return False
 
 
 def _with_input(hint: str | None, ctx: Context, node: Node) -> str | None:

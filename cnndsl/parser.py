@@ -12,6 +12,7 @@ from cnndsl import ast
 from cnndsl.diagnostics import ERROR, MAX_NUMBER, Diagnostic, Label, Span
 from cnndsl.resources import resource_dir
 
+_REF_WORD = "a named tensor like `@x`"
 # How each terminal is named in an error message.
 _TERMINAL_WORDS = {
     "NAME": "a name",
@@ -21,6 +22,7 @@ _TERMINAL_WORDS = {
     "SIZE": "a size like `3x3`",
     "STRING": 'a string like `"text"`',
     "COMPARE": "a comparison",
+    "REF": _REF_WORD,
     "_SEP": "a new line or `;`",
     "$END": "the end of the file",
 }
@@ -29,9 +31,14 @@ _GROUPS = (
     ("an operator (`+ - * / // == <` ...)",
      {"`+`", "`-`", "`*`", "`/`", "`//`", "a comparison", "`and`", "`or`"}),
     ("an operator (`+ - * / //`)", {"`+`", "`-`", "`*`", "`/`", "`//`"}),
+    ("a value", {"a name", "a number", "a size like `3x3`", "`(`", "`not`", "a block call",
+                 _REF_WORD}),
     ("a value", {"a name", "a number", "a size like `3x3`", "`(`", "`not`", "a block call"}),
+    ("a value", {"a name", "a number", "a size like `3x3`", "`(`", _REF_WORD}),
     ("a value", {"a name", "a number", "a size like `3x3`", "`(`"}),
+    ("a statement", {"a name", "a block call", "`if`", _REF_WORD}),
     ("a statement", {"a name", "a block call", "`if`"}),
+    ("a statement", {"a name", "a block call", _REF_WORD}),
     ("a statement", {"a name", "a block call"}),
 )
 _MAX_SYNTAX_ERRORS = 20
@@ -86,6 +93,11 @@ class _ToAst(Transformer):
         brace = rest.pop() if rest and isinstance(rest[-1], ast.Brace) else None
         alias = rest.pop() if rest and isinstance(rest[-1], ast.Name) else None
         return ast.Stmt(op, tuple(rest), alias, brace, False, _span(meta))
+
+    def ref_stmt(self, meta, c):
+        ref = _ref(c[0])
+        return ast.Stmt(ast.Name(ast.REF_OP, ref.span), (ast.Positional(ref, ref.span),), None,
+                        None, False, ref.span)
 
     def call_stmt(self, meta, c):
         op, rest = _name(c[0]), list(c[1:])
@@ -162,6 +174,9 @@ class _ToAst(Transformer):
     def name(self, meta, c):
         return _name(c[0])
 
+    def ref(self, meta, c):
+        return _ref(c[0])
+
     def attr(self, meta, c):
         return ast.Attr(_name(c[0]), _name(c[1]), _join(_span(c[0]), _span(c[1])))
 
@@ -178,6 +193,10 @@ def _int(digits: str) -> int:
 
 def _name(token: Token) -> ast.Name:
     return ast.Name(str(token), _span(token))
+
+
+def _ref(token: Token) -> ast.Ref:
+    return ast.Ref(str(token)[1:], _span(token))
 
 
 # ----------------------------------------------------------------------------- errors

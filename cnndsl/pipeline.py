@@ -10,7 +10,7 @@ from cnndsl.diagnostics import ERROR, Diagnostic, Span, has_errors, sort_key
 from cnndsl.elaborate import elaborate
 from cnndsl.infer import Analysis, infer
 from cnndsl.parser import parse
-from cnndsl.train_config import validate_train
+from cnndsl.train_config import check_outputs, validate_train
 
 
 class NetworkChoiceError(Exception):
@@ -63,5 +63,7 @@ def _analyse(text: str, network: str | None) -> Result:
                                         "add `network NAME { input 28x28x1 ... }`")])
     graph, diagnostics = elaborate(program, _choose(program, network))
     diagnostics += validate_train(graph.train)[1]
+    if graph.outputs:
+        diagnostics += check_outputs(graph.train, [p.name for p in graph.outputs])
     analysis = infer(graph)
     return Result(analysis, sorted(diagnostics + analysis.diagnostics, key=sort_key))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from cnndsl.graph import Scope
+from cnndsl.graph import Port, Scope
 from cnndsl.infer import BYTES_PER_VALUE, Analysis, Layer, Totals
 from cnndsl.ops.base import fmt_shape
 from cnndsl.pipeline import Result
@@ -52,8 +52,8 @@ def to_json(result: Result, filename: str) -> dict[str, Any]:
     diagnostics = [d.to_json() for d in result.diagnostics]
     if a is None:
         return {"file": filename, "network": None, "input_shape": None, "output_shape": None,
-                "params": None, "macs": None, "flops": None, "memory": None, "layers": [],
-                "blocks": [],
+                "inputs": [], "outputs": [], "params": None, "macs": None, "flops": None,
+                "memory": None, "layers": [], "blocks": [],
                 "diagnostics": diagnostics}
     totals = a.totals
     return {
@@ -61,21 +61,27 @@ def to_json(result: Result, filename: str) -> dict[str, Any]:
         "network": a.graph.network,
         "input_shape": _shape(a.input_shape),
         "output_shape": _shape(a.output_shape),
+        "inputs": _ports_json(a, a.graph.inputs),
+        "outputs": _ports_json(a, a.graph.outputs),
         "params": {"total": totals.params, "trainable": totals.trainable,
                    "non_trainable": totals.non_trainable},
         "macs": totals.macs,
         "flops": 2 * totals.macs,
         "memory": {"params_bytes": totals.params * BYTES_PER_VALUE,
                    "peak_activation_bytes": a.peak_activation_bytes},
-        "layers": [_layer_json(layer) for layer in a.layers],
+        "layers": [_layer_json(a, layer) for layer in a.layers],
         "blocks": [_block_json(a, s) for s in a.graph.scopes],
         "diagnostics": diagnostics,
     }
 
 
-def _layer_json(layer: Layer) -> dict[str, Any]:
+def _ports_json(a: Analysis, ports: list[Port]) -> list[dict[str, Any]]:
+    return [{"name": name, "shape": _shape(shape)} for name, shape in a.port_shapes(ports)]
+
+
+def _layer_json(a: Analysis, layer: Layer) -> dict[str, Any]:
     node = layer.node
-    return {
+    entry = {
         "name": node.name,
         "op": node.op.name,
         "keras": node.op.keras,
@@ -86,7 +92,11 @@ def _layer_json(layer: Layer) -> dict[str, Any]:
         "macs": layer.macs,
         "receptive_field": list(layer.field.size) if layer.field else None,
         "line": node.span.line,
+        "inputs": [a.layers[i].node.name if i is not None else None for i in node.inputs],
     }
+    if node.shares is not None:  # `reuse`: the layer whose weights it applies again
+        entry["shares"] = a.layers[node.shares].node.name
+    return entry
 
 
 def _block_json(a: Analysis, scope: Scope) -> dict[str, Any]:
@@ -150,10 +160,20 @@ class _Table:
         return "\n".join(out)
 
 
+def _ports_line(a: Analysis) -> str:
+    """`Input 28x28x1 -> output 10`, or with names when there are several."""
+    if len(a.graph.inputs) <= 1 and len(a.graph.outputs) <= 1:
+        return f"Input {fmt_shape(a.input_shape)} -> output {fmt_shape(a.output_shape)}"
+
+    def named(ports: list[Port]) -> str:
+        return ", ".join(f"{n} {fmt_shape(s)}" for n, s in a.port_shapes(ports))
+
+    return f"Inputs {named(a.graph.inputs)} -> outputs {named(a.graph.outputs)}"
+
+
 def table(analysis: Analysis, filename: str, colour: bool = False) -> str:
     t = analysis.totals
     tab = _Table(analysis, colour)
-    shape_in, shape_out = fmt_shape(analysis.input_shape), fmt_shape(analysis.output_shape)
     head = tab.style("head", f"network {analysis.graph.network}") + f"  ({filename})"
     footer = [
         f"Total params:           {t.params:,} ({human_bytes(t.params * BYTES_PER_VALUE)})",
@@ -163,6 +183,6 @@ def table(analysis: Analysis, filename: str, colour: bool = False) -> str:
         f"FLOPs (2 x MACs):       {2 * t.macs:,} ({human(2 * t.macs)})",
         f"Peak activation memory: {human_bytes(analysis.peak_activation_bytes)} "
         "(batch 1, float32)",
-        f"Input {shape_in} -> output {shape_out}, {len(analysis.layers)} layers",
+        f"{_ports_line(analysis)}, {len(analysis.layers)} layers",
     ]
     return "\n".join([head, "", tab.render(), *(tab.style("total", f) for f in footer)])

@@ -13,6 +13,7 @@ import tempfile
 from collections.abc import Iterator
 from typing import Any
 
+from cnndsl.graph import Port
 from cnndsl.infer import Analysis
 
 
@@ -57,10 +58,11 @@ def build_model(analysis: Analysis, output_dtype: str | None = None) -> Any:
     graph = analysis.graph
     if graph.output is None or any(layer.shape is None for layer in analysis.layers):
         raise ValueError("the network has errors; run `cnndsl check` first")
+    outputs = {p.node for p in graph.outputs}
     tensors: dict[int, Any] = {}
+    made: dict[int, list[Any]] = {}  # each node's Keras layers, for `reuse` to call again
     for layer in analysis.layers:
         node = layer.node
-        is_output = node.id == graph.output
         specs = node.op.to_keras(node.args)
         if node.op.arity == "source":
             spec = specs[0]
@@ -68,13 +70,28 @@ def build_model(analysis: Analysis, output_dtype: str | None = None) -> Any:
             continue
         inputs = [tensors[i] for i in node.inputs]  # type: ignore[index]
         x: Any = inputs if node.op.arity == "merge" else inputs[0]
-        for k, spec in enumerate(specs):
-            kwargs = dict(spec.kwargs)
-            if is_output and output_dtype and k == len(specs) - 1:
-                kwargs["dtype"] = output_dtype
-            x = getattr(keras.layers, spec.cls)(name=node.keras_name + spec.suffix, **kwargs)(x)
+        if node.shares is not None:
+            made[node.id] = made[node.shares]
+        else:
+            made[node.id] = []
+            for k, spec in enumerate(specs):
+                kwargs = dict(spec.kwargs)
+                if node.id in outputs and output_dtype and k == len(specs) - 1:
+                    kwargs["dtype"] = output_dtype
+                made[node.id].append(getattr(keras.layers, spec.cls)(
+                    name=node.keras_name + spec.suffix, **kwargs))
+        for keras_layer in made[node.id]:
+            x = keras_layer(x)
         tensors[node.id] = x
-    return keras.Model(tensors[0], tensors[graph.output], name=_model_name(graph.network))
+    return keras.Model(_ports(graph.inputs, tensors), _ports(graph.outputs, tensors),
+                       name=_model_name(graph.network))
+
+
+def _ports(ports: list[Port], tensors: dict[int, Any]) -> Any:
+    """One tensor for one input or output (as Keras's own models have it), else a list."""
+    if len(ports) == 1:
+        return tensors[ports[0].node]
+    return [tensors[p.node] for p in ports]
 
 
 def _model_name(network: str) -> str:
@@ -82,11 +99,14 @@ def _model_name(network: str) -> str:
 
 
 def node_layers(analysis: Analysis, model: Any) -> dict[int, list[Any]]:
-    """The Keras layers each node became, in order: for comparing with the analysis."""
+    """The Keras layers each node became, in order: for comparing with the analysis (a
+    `reuse` node has none of its own)."""
     by_name = {layer.name: layer for layer in model.layers}
     out = {}
     for layer in analysis.layers:
         node = layer.node
+        if node.shares is not None:
+            continue  # the same Keras layers as the node it shares
         specs = node.op.to_keras(node.args)
         out[node.id] = [by_name[node.keras_name + s.suffix] for s in specs]
     return out

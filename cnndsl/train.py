@@ -327,6 +327,9 @@ def _train(run: Run, analysis: Any, prepared: Any, data: Any, verbose: int | Non
     if done:
         print(f"resuming `{run.folder}` after epoch {done} of {config.epochs}", flush=True)
     if plan.name == "multiworker":
+        if _several_ports(analysis):
+            raise Fail("multi-worker training takes networks of one input and one output",
+                       EXIT_USAGE)
         return _train_multiworker(run, analysis, prepared, data, plan, device, keras)
     with plan.strategy.scope():  # variables made here are mirrored on every replica
         if done:
@@ -487,12 +490,60 @@ def _load_data(run: Run, analysis: Any) -> tuple[Any, Any]:
     from cnndsl import datasets
 
     try:
+        if _several_ports(analysis):
+            return _load_ports(run, analysis)
         data = datasets.load(run.config.dataset, Path(run.data) if run.data else None, note)
         prepared = datasets.prepare(data, analysis.input_shape, analysis.output_shape,
-                                    run.config.loss)
+                                    _output_losses(run.config, analysis)[0][2])
     except datasets.DataError as err:
         raise Fail(str(err)) from err
     return prepared, data
+
+
+def _examples(x: Any) -> int:
+    """How many examples prepared images hold (a list holds an array per input)."""
+    return len(x[0]) if isinstance(x, list) else len(x)
+
+
+def _several_ports(analysis: Any) -> bool:
+    return len(analysis.graph.inputs) > 1 or len(analysis.graph.outputs) > 1
+
+
+def _output_losses(config: TrainConfig, analysis: Any) -> list[tuple[str, Any, str]]:
+    """Each output's name, shape and loss (its own, else the section's `loss`)."""
+    return [(p.name, analysis.layers[p.node].shape, config.output_losses.get(p.name, config.loss))
+            for p in analysis.graph.outputs]
+
+
+def _load_ports(run: Run, analysis: Any) -> tuple[Any, Any]:
+    """Data for several inputs (an .npz with an array per input) or several outputs (the
+    one label set fed to each output)."""
+    from cnndsl import datasets
+
+    graph = analysis.graph
+    names = [p.name for p in graph.inputs]
+    if len(names) > 1:
+        if not run.data:
+            arrays = ", ".join(f"x_{n}" for n in names)
+            raise Fail(f"network `{graph.network}` has {len(names)} inputs ({', '.join(names)}): "
+                       f"give `--data FILE.npz` with the arrays {arrays} and y", EXIT_USAGE)
+        data = datasets.load_inputs(Path(run.data), names)
+    else:
+        data = datasets.load(run.config.dataset, Path(run.data) if run.data else None, note)
+    inputs = [(p.name, analysis.layers[p.node].shape) for p in graph.inputs]
+    return datasets.prepare_ports(data, inputs, _output_losses(run.config, analysis)), data
+
+
+def _compile_args(analysis: Any, config: TrainConfig, prepared: Any, keras: Any
+                  ) -> dict[str, Any]:
+    """`compile`'s loss and metrics; with several outputs, a loss, a weight and metrics
+    for each."""
+    outputs = analysis.graph.outputs
+    if len(outputs) == 1:
+        return {"loss": prepared.loss, "metrics": _metrics(config, keras)}
+    return {"loss": prepared.loss,
+            "loss_weights": [config.loss_weights.get(p.name, 1.0) for p in outputs],
+            "metrics": [_metrics(config, keras) for _ in outputs]}
 
 
 def _device(mixed_precision: bool) -> str:
@@ -521,8 +572,8 @@ def _compiled(analysis: Any, config: TrainConfig, prepared: Any, mixed: bool,
 
     model = build_model(analysis, "float32" if mixed else None)
     optimizer = _optimizer(config, keras)
-    steps = -(-round(len(prepared.x_train) * (1 - config.validation_split)) // batch)
-    model.compile(optimizer=optimizer, loss=prepared.loss, metrics=_metrics(config, keras),
+    steps = -(-round(_examples(prepared.x_train) * (1 - config.validation_split)) // batch)
+    model.compile(optimizer=optimizer, **_compile_args(analysis, config, prepared, keras),
                   steps_per_execution=max(1, min(STEPS_PER_EXECUTION, steps))
                   if several_steps else 1)
     return model
@@ -687,8 +738,8 @@ def _finish(model: Any, run: Run, prepared: Any, data: Any, fitted: Fitted, devi
         "workers": plan.workers,
         "batch_per_replica": run.config.batch,
         "global_batch": plan.global_batch(run.config.batch),
-        "train_images": len(prepared.x_train),
-        "test_images": len(prepared.x_test),
+        "train_images": _examples(prepared.x_train),
+        "test_images": _examples(prepared.x_test),
         "loss": prepared.loss,
         **{f"test_{k}": v for k, v in scores.items() if k not in ("loss", "accuracy")},
     }
@@ -767,7 +818,7 @@ def evaluate_command(folder: Path, *, data: Path | None = None,
         model = (keras.models.load_model(path) if path.suffix == ".keras"
                  else _from_tf_checkpoint(analysis, path))
         # The data given now may label classes differently (one-hot or not): compile anew.
-        model.compile(loss=prepared.loss, metrics=_metrics(run.config, keras))
+        model.compile(**_compile_args(analysis, run.config, prepared, keras))
         scores = evaluate_model(model, prepared, run.config.batch)
     except Fail as err:
         print(f"error: {err.message}", file=sys.stderr)
@@ -775,5 +826,5 @@ def evaluate_command(folder: Path, *, data: Path | None = None,
     acc = scores.get("accuracy")
     print(f"{path}: test loss {scores['loss']:.4f}"
           + (f", test accuracy {acc:.2%}" if acc is not None else "")
-          + f" on {len(prepared.x_test):,} images ({loaded.name})")
+          + f" on {_examples(prepared.x_test):,} images ({loaded.name})")
     return EXIT_OK

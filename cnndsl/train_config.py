@@ -63,6 +63,9 @@ class TrainConfig:
     early_stopping: EarlyStopping | None = None
     seed: int = 42
     strategy: str = "auto"
+    # Networks with several outputs: a loss and a weight per output name (else `loss`, 1).
+    output_losses: Mapping[str, str] = field(default_factory=dict)
+    loss_weights: Mapping[str, float] = field(default_factory=dict)
 
     @property
     def learning_rate(self) -> float | None:
@@ -70,7 +73,9 @@ class TrainConfig:
         return opts.get("learning_rate", opts.get("lr"))
 
     def to_json(self) -> dict:
-        return dataclasses.asdict(self) | {"optimizer_options": dict(self.optimizer_options)}
+        return dataclasses.asdict(self) | {"optimizer_options": dict(self.optimizer_options),
+                                           "output_losses": dict(self.output_losses),
+                                           "loss_weights": dict(self.loss_weights)}
 
     @staticmethod
     def from_json(data: Mapping[str, Any]) -> TrainConfig:
@@ -217,6 +222,41 @@ def _early_stopping(entry: TrainEntry) -> dict[str, Any]:
     return {"early_stopping": EarlyStopping(**kwargs)}
 
 
+def _loss(entry: TrainEntry) -> dict[str, Any]:
+    """`loss NAME`, per output `loss main=categorical_crossentropy aux1=mse`, or both (the
+    name for the outputs not listed)."""
+    if len(entry.values) > 1 or not (entry.values or entry.options):
+        raise ConfigError("`loss` takes one name, and for several outputs `OUTPUT=loss`",
+                          "write `loss categorical_crossentropy` or `loss main=mse aux=mse`")
+    out: dict[str, Any] = {"output_losses": {
+        key: _name(v, f"loss of `{key}`", LOSSES) for key, v in entry.options.items()}}
+    if entry.values:
+        out["loss"] = _name(entry.values[0], "loss", LOSSES)
+    return out
+
+
+def _loss_weights(entry: TrainEntry) -> dict[str, Any]:
+    """`loss_weights main=1 aux1=0.3`: how much each output's loss counts."""
+    if entry.values or not entry.options:
+        raise ConfigError("`loss_weights` takes `OUTPUT=weight` options",
+                          "write `loss_weights main=1 aux=0.3`")
+    return {"loss_weights": {key: _float(v, f"the weight of `{key}`", 0.0, math.inf)
+                             for key, v in entry.options.items()}}
+
+
+def check_outputs(entries: Iterable[TrainEntry], outputs: list[str]) -> list[Diagnostic]:
+    """Errors for per-output losses and weights that name no output of the network."""
+    diagnostics = []
+    for entry in entries:
+        for key in entry.options if entry.key in ("loss", "loss_weights") else ():
+            if key not in outputs:
+                listed = ", ".join(f"`{o}`" for o in outputs)
+                diagnostics.append(Diagnostic(
+                    ERROR, f"`{entry.key}` names `{key}`, which is not an output", entry.span,
+                    did_you_mean(key, outputs) or f"the network's outputs: {listed}"))
+    return diagnostics
+
+
 _EARLY_STOPPING_VALUES: dict[str, Callable[[Any], Any]] = {
     "monitor": lambda v: _name(v, "monitor", MONITORS),
     "patience": lambda v: _count(v, "`patience`", 0),
@@ -227,7 +267,8 @@ _EARLY_STOPPING_VALUES: dict[str, Callable[[Any], Any]] = {
 _ENTRIES: dict[str, Callable[[TrainEntry], dict[str, Any]]] = {
     "dataset": lambda e: {"dataset": _name(_one(e), "dataset", DATASETS)},
     "optimizer": _optimizer,
-    "loss": lambda e: {"loss": _name(_one(e), "loss", LOSSES)},
+    "loss": _loss,
+    "loss_weights": _loss_weights,
     "metrics": _metrics,
     "epochs": lambda e: {"epochs": _count(_one(e), "`epochs`")},
     "batch": lambda e: {"batch": _count(_one(e), "`batch`")},

@@ -53,12 +53,15 @@ def show(v: Any) -> str:
 
 @dataclass(frozen=True)
 class TensorRef:
-    """`in`: the input tensor of the enclosing block (of the network, at the top level).
+    """A tensor: `in` (the input of the enclosing block, of the network at the top level),
+    a named tensor `@x` or a tensor parameter.
 
-    `node` is its producing node's id, or None when an earlier error lost it.
+    `node` is its producing node's id, or None when an earlier error lost it; `scope` is the
+    block instance or repeat it is the output of, when it was named as one (for `reuse`).
     """
 
     node: int | None
+    scope: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True, eq=False)
@@ -124,6 +127,10 @@ def _eval(expr: ast.Expr, env: dict[str, Any], shape_of: ShapeOf | None) -> Any:
                 raise CnnError(f"`{name}` is a tensor; use its `{name}.h`, `{name}.w` or "
                                f"`{name}.c`", expr.span)
             return value
+        case ast.Ref(id=name):
+            raise CnnError(f"`@{name}` is a tensor, not a value", expr.span,
+                           "a tensor goes on its own line, as a merge operand (`add @a @b`) "
+                           "or as a block's tensor argument")
         case ast.Tuple(items=items):
             return tuple(_eval(i, env, shape_of) for i in items)
         case ast.Neg(operand=operand):

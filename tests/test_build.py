@@ -53,6 +53,8 @@ def expected_layers(source: str, network: str | None = None) -> tuple[dict, dict
     names = {}
     for layer in data["layers"]:
         node = by_node[layer["name"]]
+        if node.shares is not None:
+            continue  # `reuse`: the same Keras layer as the one it shares
         keras_name = layer["name"].replace("/", ".")
         assert keras_name == node.keras_name
         for spec in node.op.to_keras(node.args):
@@ -69,8 +71,9 @@ def assert_matches_check(keras, model, source: str, network: str | None = None) 
     non_trainable = sum(math.prod(w.shape) for w in model.non_trainable_weights)
     assert (model.count_params(), trainable, non_trainable) == (
         data["params"]["total"], data["params"]["trainable"], data["params"]["non_trainable"])
-    assert list(model.outputs[0].shape[1:]) == data["output_shape"]
-    assert list(model.inputs[0].shape[1:]) == data["input_shape"]
+    assert [list(t.shape[1:]) for t in model.outputs] == [p["shape"] for p in data["outputs"]]
+    assert [(t.name, list(t.shape[1:])) for t in model.inputs] == [
+        (p["name"].replace("/", "."), p["shape"]) for p in data["inputs"]]
     got = {layer.name: layer for layer in model.layers}
     inputs = [n for n, layer in names.items() if layer["op"] == "input"]
     assert set(got) | set(inputs) == set(names), (
@@ -78,8 +81,7 @@ def assert_matches_check(keras, model, source: str, network: str | None = None) 
         f"extra: {sorted(set(got) - set(names))[:5]}")
     for name, want in names.items():
         if want["op"] == "input":
-            assert model.inputs[0].name == name
-            continue
+            continue  # compared with model.inputs above
         layer = got[name]
         assert layer.count_params() == want["params"], name
         assert sum(math.prod(w.shape) for w in layer.trainable_weights) == \

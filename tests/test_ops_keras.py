@@ -546,11 +546,20 @@ def test_add_and_multiply_broadcast_as_keras(case, op):
     check(network(shape, op + " {", *(f"  | {p}" for p in paths), "}"))
 
 
+@EXAMPLES
+@given(case=broadcast_case())
+def test_subtract_matches_keras(case):
+    """Keras's Subtract takes exactly two inputs: three paths must be refused too."""
+    shape, paths = case
+    check(network(shape, "subtract {", *(f"  | {p}" for p in paths), "}"))
+
+
 # ----------------------------------------------------------------------------- coverage
 
 COVERED = {"input", "conv", "dwconv", "sepconv", "maxpool", "avgpool", "globalavgpool",
            "globalmaxpool", "dense", "flatten", "dropout", "batchnorm", "identity", "rescale",
-           "zeropad", "reshape", "activation", "concat", "add", "multiply", *ACTIVATIONS}
+           "zeropad", "reshape", "activation", "concat", "add", "multiply", "subtract",
+           *ACTIVATIONS}
 
 
 def test_every_op_is_compared_with_keras():

@@ -26,6 +26,8 @@ def assert_matches(analysis) -> None:
     model = build_model(analysis)
     layers = node_layers(analysis, model)
     for layer in analysis.layers:
+        if layer.node.shares is not None:
+            continue  # `reuse`: the Keras layers of the node it shares, counted there
         keras_layers = layers[layer.node.id]
         shape = tuple(keras_layers[-1].output.shape[1:])
         trainable = sum(keras.src.utils.summary_utils.count_params(k.trainable_weights)

@@ -1,4 +1,5 @@
-"""Merges: concat, add, multiply. Each takes `{ | path | path ... }` and joins the paths."""
+"""Merges: concat, add, multiply, subtract. Each takes `{ | path | path ... }` (or named
+tensors, `add @a @b`) and joins them."""
 
 from __future__ import annotations
 
@@ -44,6 +45,13 @@ def _broadcast(name: str):
     return shape
 
 
+def _subtract_shape(args: Args, ctx: Context) -> Shape:
+    if len(ctx.inputs) != 2:
+        raise ShapeError(f"`subtract` takes exactly two paths, not {len(ctx.inputs)}",
+                         "it computes the first minus the second")
+    return _broadcast("subtract")(args, ctx)
+
+
 def _merge(name: str, keras: str, summary: str, shape, args=()) -> Op:
     def to_keras(a: Args) -> list[KerasLayer]:
         kwargs = {"axis": a["axis"]} if a.get("axis", -1) != -1 else {}
@@ -58,4 +66,6 @@ OPS = (
     _merge("add", "Add", "add the paths element-wise (residual connections)", _broadcast("add")),
     _merge("multiply", "Multiply", "multiply the paths element-wise (squeeze-and-excitation)",
            _broadcast("multiply")),
+    _merge("subtract", "Subtract", "the first of two paths minus the second (Siamese "
+           "distances)", _subtract_shape),
 )

@@ -56,11 +56,13 @@ CLUSTER_FILLS = ("#f7f7f7", "#ebebeb", "#dfdfdf")
 
 _FAMILY_OF = {
     "input": "input",
-    "conv": "conv", "dwconv": "conv", "sepconv": "conv",
+    "conv": "conv", "dwconv": "conv", "sepconv": "conv", "convt": "conv", "local": "conv",
     "maxpool": "pool", "avgpool": "pool", "globalavgpool": "pool", "globalmaxpool": "pool",
     "dense": "dense",
     "concat": "merge", "add": "merge", "multiply": "merge",
     "flatten": "shape", "reshape": "shape", "zeropad": "shape", "rescale": "shape",
+    "upsample": "shape", "crop": "shape", "permute": "shape", "channel_shuffle": "shape",
+    "normalization": "shape",
 }
 
 
@@ -89,6 +91,13 @@ def _pad(pad: Any) -> str:
     if t == b == left == right:
         return str(t)
     return f"({t}, {left})" if (t, left) == (b, right) else str(pad)
+
+
+def _numbers(v: float | tuple[float, ...], spec: str) -> str:
+    """A scale or offset, or one per channel: `0.003922`, `(0.01712, 0.01751, 0.01743)`."""
+    if isinstance(v, tuple):
+        return "(" + ", ".join(format(x, spec) for x in v) + ")"
+    return format(v, spec)
 
 
 def describe(op_name: str, args: dict[str, Any]) -> tuple[str, list[str]]:
@@ -131,8 +140,8 @@ def describe(op_name: str, args: dict[str, Any]) -> tuple[str, list[str]]:
     if op_name == "reshape":
         return f"reshape {fmt_shape(a['shape'])}", details
     if op_name == "rescale":
-        offset = f" + {a['offset']:g}" if a.get("offset") else ""
-        return f"rescale x{a['scale']:.4g}{offset}", details
+        offset = f" + {_numbers(a['offset'], 'g')}" if a.get("offset") else ""
+        return f"rescale x{_numbers(a['scale'], '.4g')}{offset}", details
     if op_name == "concat" and a.get("axis", -1) != -1:
         details.append(f"axis {a['axis']}")
     if a.get("keepdims"):

@@ -278,6 +278,15 @@ def convert(spec: ArgSpec, v: Any, span: Span) -> Any:
             if not _is_number(v):
                 raise CnnError(f"{what} must be a number, not {describe(v)}", span)
             return float(v)
+        case "floats":
+            if isinstance(v, tuple) and v and all(_is_number(x) for x in v):
+                return tuple(float(x) for x in v)
+            if not _is_number(v):
+                raise CnnError(f"{what} must be a number or a tuple of numbers (one per "
+                               f"channel), not {describe(v)}", span)
+            return float(v)
+        case "choice":
+            return _choice(v, what, span, spec.choices)
         case "bool":
             return _choice(v, what, span, ("true", "false")) == "true"
         case "activation":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from fractions import Fraction
 from typing import Any
 
 Shape = tuple[int, ...]
@@ -24,7 +25,8 @@ class ArgSpec:
     """One argument of an op.
 
     kind: count (int > 0), int, size2 (kernel-like pair), pad (explicit zero padding),
-    rate (float in [0, 1)), float, bool, activation, padding, shape, word.
+    rate (float in [0, 1)), float, floats (a float or a tuple of them), bool, activation,
+    padding, shape, choice (one of `choices`, a flag word).
     """
 
     name: str
@@ -32,6 +34,7 @@ class ArgSpec:
     default: Any = REQUIRED
     positional: bool = False
     doc: str = ""
+    choices: tuple[str, ...] = ()
 
     @property
     def required(self) -> bool:
@@ -40,19 +43,26 @@ class ArgSpec:
 
 @dataclass(frozen=True)
 class KerasLayer:
-    """One Keras layer an op becomes: `keras.layers.<cls>(**kwargs)`, named name + suffix."""
+    """One Keras layer an op becomes: `keras.layers.<cls>(**kwargs)`, named name + suffix.
+
+    `custom`: the class is cnndsl's own (cnndsl/keras_layers.py), for what Keras lacks.
+    """
 
     cls: str
     kwargs: Mapping[str, Any]
     suffix: str = ""
+    custom: bool = False
 
 
 @dataclass(frozen=True)
 class Window:
-    """A sliding window along one axis, for the receptive field: effective kernel and stride."""
+    """A sliding window along one axis, for the receptive field: effective kernel and stride.
+
+    Upsampling layers step by a fraction of an input pixel: `stride` is then a Fraction.
+    """
 
     kernel: int
-    stride: int
+    stride: int | Fraction
 
 
 @dataclass

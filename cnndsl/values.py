@@ -265,6 +265,8 @@ def convert(spec: ArgSpec, v: Any, span: Span) -> Any:
             return whole(v, what, span, -(10**18))
         case "size2":
             return _pair(v, what, span, 1)
+        case "pair":
+            return _pair(v, what, span, 0)
         case "pad":
             return _pad(v, what, span)
         case "shape":

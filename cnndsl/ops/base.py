@@ -24,9 +24,9 @@ class ShapeError(Exception):
 class ArgSpec:
     """One argument of an op.
 
-    kind: count (int > 0), int, size2 (kernel-like pair), pad (explicit zero padding),
-    rate (float in [0, 1)), float, floats (a float or a tuple of them), bool, activation,
-    padding, shape, choice (one of `choices`, a flag word).
+    kind: count (int > 0), int, size2 (kernel-like pair), pair (two ints >= 0), pad
+    (explicit zero padding), rate (float in [0, 1)), float, floats (a float or a tuple of
+    them), bool, activation, padding, shape, choice (one of `choices`, a flag word).
     """
 
     name: str

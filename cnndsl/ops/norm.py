@@ -88,6 +88,11 @@ def _normalization_shape(args: Args, ctx: Context) -> Shape:
         missing = "variance" if args["variance"] is None else "mean"
         raise ShapeError("`normalization` takes both `mean` and `variance`, or neither",
                          f"give `{missing}=` too, or let `adapt` learn both", arg=missing)
+    mean, variance = args["mean"], args["variance"]
+    if isinstance(mean, tuple) != isinstance(variance, tuple) or (
+            isinstance(mean, tuple) and len(mean) != len(variance)):
+        raise ShapeError("`mean` and `variance` must have the same shape, as Keras requires",
+                         "give both one value, or both one per channel", arg="variance")
     per_channel(args, ctx, "mean", "variance")
     return ctx.shape
 

@@ -104,7 +104,7 @@ CONVT = Op(
         ArgSpec("filters", "count", positional=True, doc="number of output channels"),
         ArgSpec("kernel", "size2", positional=True, doc="kernel size: `3x3`, `2`"),
         *(a for a in CONV_ARGS if a.name != "pad"),
-        ArgSpec("output_padding", "size2", None, doc="extra rows and columns at the end "
+        ArgSpec("output_padding", "pair", None, doc="extra rows and columns at the end "
                 "(less than the stride); fixes the output size"),
     ),
     flags={**PADDING_FLAGS, **ACTIVATION_FLAGS},

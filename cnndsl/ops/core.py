@@ -290,6 +290,7 @@ def _named_activation(name: str) -> Op:
             value = args[spec.name]
             if name in ("relu", "leaky_relu") and value is not None and value < 0:
                 raise ShapeError(f"`{spec.name}` cannot be negative (Keras refuses it)",
+                                 f"Keras's {ACTIVATION_LAYERS[name][0]} takes 0 or more",
                                  arg=spec.name)
         return ctx.shape
 

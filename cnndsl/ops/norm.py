@@ -87,7 +87,8 @@ def _normalization_shape(args: Args, ctx: Context) -> Shape:
     if (args["mean"] is None) != (args["variance"] is None):
         missing = "variance" if args["variance"] is None else "mean"
         raise ShapeError("`normalization` takes both `mean` and `variance`, or neither",
-                         f"give `{missing}=` too, or let `adapt` learn both", arg=missing)
+                         f"give `{missing}=` too, or neither: they are then weights, "
+                         "adapted or loaded", arg=missing)
     mean, variance = args["mean"], args["variance"]
     if isinstance(mean, tuple) != isinstance(variance, tuple) or (
             isinstance(mean, tuple) and len(mean) != len(variance)):

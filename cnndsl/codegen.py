@@ -914,10 +914,10 @@ def _normalise(kind: str, v: Any) -> Any:
             raise Unsupported("a size or word inside a tuple")
     sym = v if isinstance(v, Sym) else None
     if sym is not None and sym.kind == "word":
-        if kind in ("padding", "activation"):
+        if kind in ("padding", "activation", "choice"):
             return v
         raise Unsupported(f"a word parameter as a {kind}")
-    if kind == "size2":
+    if kind in ("size2", "pair"):
         return (v, v) if sym is not None and sym.kind == "number" else v
     if kind == "pad":
         if sym is not None:
@@ -927,6 +927,8 @@ def _normalise(kind: str, v: Any) -> Any:
         return v
     if kind == "shape":
         return (v,) if sym is not None and sym.kind == "number" else v
+    if kind == "floats":  # a number, or a tuple of numbers: Keras reads both
+        return v
     if kind in ("count", "int", "float", "rate"):
         if isinstance(v, tuple) or (sym is not None and sym.kind != "number"):
             raise Unsupported("a size where a number goes")

@@ -267,8 +267,8 @@ RESCALE = Op(
         ArgSpec("offset", "floats", 0.0, doc="added after scaling, or one per channel"),
     ),
     shape=_rescale_shape,
-    to_keras=lambda a: [KerasLayer(
-        "Rescaling", {"scale": a["scale"], **({"offset": a["offset"]} if a["offset"] else {})})],
+    to_keras=lambda a: [KerasLayer("Rescaling", {
+        "scale": a["scale"], **({"offset": a["offset"]} if a["offset"] != 0 else {})})],
 )
 
 ACTIVATION = Op(

@@ -83,11 +83,14 @@ class LocallyConnected2D(keras.layers.Layer):
         filters,
         kernel_size,
         strides=(1, 1),
+        padding="valid",
         activation=None,
         use_bias=True,
         **kwargs,
     ):
         super().__init__(**kwargs)
+        if padding != "valid":
+            raise ValueError(f"only `valid` padding, as in Keras 2; not {padding!r}")
         self.filters = filters
         self.kernel_size = tuple(kernel_size)
         self.strides = tuple(strides)
@@ -137,6 +140,7 @@ class LocallyConnected2D(keras.layers.Layer):
             "filters": self.filters,
             "kernel_size": self.kernel_size,
             "strides": self.strides,
+            "padding": "valid",
             "activation": keras.activations.serialize(self.activation),
             "use_bias": self.use_bias,
         }

@@ -20,7 +20,14 @@ import numpy as np
 import pytest
 import tf_keras  # Keras 2 (the tf-keras package, in the `test` extra): the reference
 from conftest import EXAMPLES, ROOT
-from test_build import assert_matches_check, build, load_module
+from test_build import (
+    RUFF_FORMAT,
+    RUFF_STRICT,
+    assert_matches_check,
+    assert_ruff_clean,
+    build,
+    load_module,
+)
 from test_runtime import assert_matches
 
 from cnndsl import datasets
@@ -119,13 +126,7 @@ def test_built_module_defines_only_the_classes_it_uses(tmp_path):
     assert "from keras import layers" not in only_local  # nothing else would use it
     for name, code_ in (("custom", code), ("only_local", only_local)):
         (tmp_path / f"{name}.py").write_text(code_)
-    files = [str(p) for p in tmp_path.glob("*.py")]
-    for args in (["format", "--isolated", "--check"],
-                 ["check", "--isolated", "--select", "E,F,W,I,B,UP,SIM,RUF",
-                  "--line-length", "88"]):
-        proc = subprocess.run([sys.executable, "-m", "ruff", *args, *files],
-                              capture_output=True, text=True)
-        assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert_ruff_clean([str(p) for p in tmp_path.glob("*.py")], RUFF_FORMAT, RUFF_STRICT)
     keras.backend.clear_session()
     model = load_module(tmp_path / "only_local.py").build_model()
     assert model.count_params() == analyse(

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from fractions import Fraction
 
-from cnndsl.ops.activations import ACTIVATION_FLAGS, activation_kwargs
+from cnndsl.ops.activations import ACTIVATION_FLAGS
 from cnndsl.ops.base import (
     Args,
     ArgSpec,
@@ -25,6 +25,12 @@ from cnndsl.ops.core import keras_padding
 
 def _size(pair: tuple[int, int]) -> str:
     return f"{pair[0]}" if pair[0] == pair[1] else f"{pair[0]}x{pair[1]}"
+
+
+def _window_label(name: str, args: Args) -> str:
+    """`convt 3/2`: the op, its kernel and its stride, as the diagram writes windows."""
+    head = f"{name} {_size(args['kernel'])}"
+    return head + (f"/{_size(args['stride'])}" if args["stride"] != (1, 1) else "")
 
 
 # ----------------------------------------------------------------------------- convt
@@ -90,10 +96,8 @@ def _convt_keras(args: Args) -> list[KerasLayer]:
 
 
 def _convt_label(args: Args) -> str:
-    head = f"convt {_size(args['kernel'])}"
-    if args["stride"] != (1, 1):
-        head += f"/{_size(args['stride'])}"
-    return head + (" same" if args["padding"] == "same" else "") + f", {args['filters']} filters"
+    same = " same" if args["padding"] == "same" else ""
+    return f"{_window_label('convt', args)}{same}, {args['filters']} filters"
 
 
 CONVT = Op(
@@ -141,23 +145,12 @@ def _local_macs(args: Args, ctx: Context, out: Shape) -> int:
 
 
 def _local_keras(args: Args) -> list[KerasLayer]:
-    kwargs: dict = {"filters": args["filters"], "kernel_size": args["kernel"]}
-    if args["stride"] != (1, 1):
-        kwargs["strides"] = args["stride"]
-    kwargs.update(activation_kwargs(args["activation"]))
-    if not args["use_bias"]:
-        kwargs["use_bias"] = False
-    layers = [KerasLayer("LocallyConnected2D", kwargs, custom=True)]
-    if args["pad"] is not None:
-        layers.insert(0, KerasLayer("ZeroPadding2D", {"padding": args["pad"]}, "_pad"))
-    return layers
+    main = {"filters": args["filters"], "kernel_size": args["kernel"]}
+    return conv_keras("LocallyConnected2D", main, {**args, "dilation": (1, 1)}, custom=True)
 
 
 def _local_label(args: Args) -> str:
-    head = f"local {_size(args['kernel'])}"
-    if args["stride"] != (1, 1):
-        head += f"/{_size(args['stride'])}"
-    return head + f", {args['filters']} filters, unshared"
+    return f"{_window_label('local', args)}, {args['filters']} filters, unshared"
 
 
 LOCAL = Op(

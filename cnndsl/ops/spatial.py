@@ -61,6 +61,9 @@ def _convt_shape(args: Args, ctx: Context) -> Shape:
                            None if out_pad is None else p)
         for n, k, s, d, p in zip((h, w), args["kernel"], stride, dilation,
                                  out_pad or (None, None), strict=True))
+    if max(dilation) > 1:
+        ctx.warn("TensorFlow runs a dilated `convt` on GPUs only: its CPU kernel refuses "
+                 "dilation above 1", "train on a GPU, or upsample and use a dilated `conv`")
     if min(sizes) < 1:
         raise ShapeError(f"the output would be {sizes[0]}x{sizes[1]}: nothing is left",
                          "use a larger `output_padding` or `valid` padding")
@@ -188,7 +191,9 @@ def _upsample_windows(args: Args, ctx: Context) -> tuple[Window, Window]:
     """Each output value copies its nearest input value, or blends its neighbours; a step in
     the output is 1/size of one input."""
     reach = INTERPOLATIONS[args["interpolation"]]
-    return tuple(Window(reach, Fraction(1, s)) for s in args["size"])  # type: ignore[return-value]
+    # At a factor of 1 every interpolation returns its input.
+    return tuple(Window(reach if s > 1 else 1, Fraction(1, s))  # type: ignore[return-value]
+                 for s in args["size"])
 
 
 def _upsample_keras(args: Args) -> list[KerasLayer]:

@@ -104,16 +104,20 @@ def describe(op_name: str, args: dict[str, Any]) -> tuple[str, list[str]]:
     """The head line (op and window) and detail words (filters, activation...) of a layer."""
     a = args
     details: list[str] = []
-    if op_name in ("conv", "sepconv", "dwconv"):
+    if op_name in ("conv", "sepconv", "dwconv", "convt", "local"):
         head = f"{op_name} {_window(a['kernel'], a['stride'], a['padding'])}"
         if op_name != "dwconv":
             details.append(f"{a['filters']} filters")
         elif a.get("multiplier", 1) != 1:
             details.append(f"multiplier {a['multiplier']}")
-        if a["pad"] is not None:
+        if a.get("pad") is not None:
             details.append(f"pad {_pad(a['pad'])}")
-        if a["dilation"] != (1, 1):
+        if a.get("dilation", (1, 1)) != (1, 1):
             details.append(f"dilation {_size(a['dilation'])}")
+        if a.get("output_padding") is not None:
+            details.append(f"output padding {_size(a['output_padding'])}")
+        if op_name == "local":
+            details.append("unshared")
         if a.get("groups", 1) != 1:
             details.append(f"groups {a['groups']}")
         if a["activation"] not in (None, "linear"):
@@ -132,6 +136,8 @@ def describe(op_name: str, args: dict[str, Any]) -> tuple[str, list[str]]:
             details.append(a["activation"])
         return "dense", details
     if op_name == "dropout":
+        if a.get("noise_shape") is not None:
+            details.append(f"noise shape {fmt_shape(a['noise_shape'])}")
         return f"dropout {a['rate']:g}", details
     if op_name == "activation":
         return str(a["function"]), details

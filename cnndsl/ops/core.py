@@ -281,6 +281,10 @@ ACTIVATION = Op(
 )
 
 
+def _setting(value: float | bool) -> str:
+    return str(value).lower() if isinstance(value, bool) else f"{value:g}"
+
+
 def _named_activation(name: str) -> Op:
     """`relu`, `gelu`...: `Activation(name)`, or with settings the Keras layer taking them."""
     settings = ACTIVATION_SETTINGS.get(name, ())
@@ -302,8 +306,13 @@ def _named_activation(name: str) -> Op:
         return [KerasLayer(cls, {keys.get(k, k): v for k, v in changed.items()},
                            custom=custom)]
 
+    def label(args: Args) -> str:
+        """`leaky_relu alpha=0.1`: the settings that differ from Keras's defaults."""
+        return " ".join([name, *(f"{s.name}={_setting(args[s.name])}" for s in settings
+                                 if args[s.name] != s.default)])
+
     return Op(name=name, keras="Activation", summary=f"the `{name}` activation",
-              args=settings, shape=shape, to_keras=to_keras)
+              args=settings, shape=shape, to_keras=to_keras, label=label)
 
 
 OPS = (INPUT, DENSE, FLATTEN, RESHAPE, ZEROPAD, DROPOUT, SPATIAL_DROPOUT, BATCHNORM, IDENTITY,

@@ -27,12 +27,6 @@ def _size(pair: tuple[int, int]) -> str:
     return f"{pair[0]}" if pair[0] == pair[1] else f"{pair[0]}x{pair[1]}"
 
 
-def _window_label(name: str, args: Args) -> str:
-    """`convt 3/2`: the op, its kernel and its stride, as the diagram writes windows."""
-    head = f"{name} {_size(args['kernel'])}"
-    return head + (f"/{_size(args['stride'])}" if args["stride"] != (1, 1) else "")
-
-
 # ----------------------------------------------------------------------------- convt
 
 
@@ -98,11 +92,6 @@ def _convt_keras(args: Args) -> list[KerasLayer]:
     return conv_keras("Conv2DTranspose", main, {**args, "pad": None})
 
 
-def _convt_label(args: Args) -> str:
-    same = " same" if args["padding"] == "same" else ""
-    return f"{_window_label('convt', args)}{same}, {args['filters']} filters"
-
-
 CONVT = Op(
     name="convt",
     keras="Conv2DTranspose",
@@ -120,7 +109,6 @@ CONVT = Op(
     macs=_convt_macs,
     windows=_convt_windows,
     to_keras=_convt_keras,
-    label=_convt_label,
 )
 
 # ----------------------------------------------------------------------------- local
@@ -152,10 +140,6 @@ def _local_keras(args: Args) -> list[KerasLayer]:
     return conv_keras("LocallyConnected2D", main, {**args, "dilation": (1, 1)}, custom=True)
 
 
-def _local_label(args: Args) -> str:
-    return f"{_window_label('local', args)}, {args['filters']} filters, unshared"
-
-
 LOCAL = Op(
     name="local",
     keras="LocallyConnected2D",
@@ -171,7 +155,6 @@ LOCAL = Op(
     macs=_local_macs,
     windows=lambda a, ctx: conv_windows({**a, "dilation": (1, 1)}, ctx),
     to_keras=_local_keras,
-    label=_local_label,
 )
 
 # ----------------------------------------------------------------------------- upsample

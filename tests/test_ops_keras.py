@@ -189,6 +189,8 @@ def check(text: str) -> Any:
         if node.id in refused:
             if node.op.name == "concat" and _batch_axis(node, layers):
                 continue  # Keras would join along the batch; cnndsl must refuse
+            if kn.tensor is not None and 0 in _shape(kn.tensor)[1:]:
+                continue  # Keras builds an empty tensor (a `convt`); cnndsl refuses it
             assert kn.error is not None, f"cnndsl refused, Keras did not: {where}\n" + \
                 "\n".join(d.message for d in errors)
             continue
@@ -591,6 +593,17 @@ def test_local_matches_its_keras_layer(shape, filters, kernel, stride, pad, use_
              *([f"pad={pad}"] if pad else []), f"use_bias={str(use_bias).lower()}",
              *([activation] if activation else [])]
     check(network(shape, " ".join(words)))
+
+
+def test_convt_that_leaves_nothing_is_refused():
+    """Keras builds a 0x0 output here; cnndsl says so instead."""
+    result = check(network((1, 1, 2), "convt 1 4x4 same output_padding=0"))
+    assert [d.message for d in result.diagnostics] == [
+        "the output would be 0x0: nothing is left"]
+    node = result.analysis.layers[-1].node
+    (record,) = node.op.to_keras(node.args)
+    out = keras_class(keras, record)(**record.kwargs)(keras.Input((1, 1, 2)))
+    assert tuple(out.shape) == (None, 0, 0, 1)
 
 
 def test_dilated_convt_runs_on_gpus_only_as_the_warning_says():

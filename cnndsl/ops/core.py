@@ -243,6 +243,7 @@ IDENTITY = Op(
     to_keras=lambda a: [KerasLayer("Identity", {})],
 )
 
+
 def per_channel(args: Args, ctx: Context, *names: str) -> None:
     """Tuples of per-channel values must have one value per channel (Keras broadcasts them
     against the last axis, and fails only when the model runs)."""

@@ -24,6 +24,7 @@ and every value is rendered as a Python literal.
 
 from __future__ import annotations
 
+import ast as pyast
 import builtins
 import keyword
 import re
@@ -31,6 +32,7 @@ import sys
 import textwrap
 from collections import defaultdict
 from dataclasses import dataclass, field, replace
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +51,23 @@ INDENT = "    "
 NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")  # the grammar's NAME token
 _RESERVED = {"keras", "layers", "ops", "build_model", "compile_model", "inputs", "name",
              "model"}
+
+
+@cache
+def custom_sources() -> dict[str, str]:
+    """Each class of cnndsl/keras_layers.py (the layers Keras lacks) -> its source, decorator
+    included: what a module that uses it defines. Read as text: `build` imports no Keras."""
+    path = Path(__file__).with_name("keras_layers.py")
+    text = path.read_text(encoding="utf-8")
+    lines = text.splitlines()
+    out = {}
+    for node in pyast.parse(text).body:
+        if isinstance(node, pyast.ClassDef):
+            first = min([node.lineno, *(d.lineno for d in node.decorator_list)])
+            out[node.name] = "\n".join(lines[first - 1:node.end_lineno])
+    return out
+
+
 # The generated code's own variables (layerN_K: a shared layer of the flat form).
 _INTERNAL = re.compile(r"(x|i|j|k|i\d+)\Z|x\d+\Z|layer\d+_\d+\Z")
 
@@ -98,7 +117,8 @@ def identifier(name: str, taken: set[str] = frozenset()) -> str:  # type: ignore
         raise ValueError(f"not a NAME: {name!r}")
     out = name
     while (keyword.iskeyword(out) or keyword.issoftkeyword(out) or hasattr(builtins, out)
-           or out in _RESERVED or _INTERNAL.match(out) or out in taken):
+           or out in _RESERVED or out in custom_sources() or _INTERNAL.match(out)
+           or out in taken):
         out += "_"
     return out
 
@@ -941,6 +961,8 @@ class Module:
     compile_lines: list[str]
     expanded: list[str]  # blocks expanded in place instead of being functions
     shared: bool = False  # some layer is applied again (`reuse`)
+    classes: list[str] = field(default_factory=list)  # cnndsl's own layers, as source
+    uses_layers: bool = True  # any layer from `keras.layers` (else no import of it)
 
     @property
     def note(self) -> list[str]:
@@ -1000,10 +1022,13 @@ def plan(program: ast.Program, network: ast.Network, analysis: Analysis, filenam
     used = set(recorder.instances)
     expanded = sorted(used - {f for f in functions}) if kind != "flat" else sorted(used)
     shared = any(n.shares is not None for n in analysis.graph.nodes)
+    specs = [s for layer in analysis.layers if layer.node.op.arity != "source"
+             for s in layer.node.op.to_keras(layer.node.args)]
+    classes = [custom_sources()[c] for c in sorted({s.cls for s in specs if s.custom})]
     return Module(_header(analysis, filename, network.name.id), network.name.id, fns,
                   build_lines, kind,
                   _compile_lines(train, [p.name for p in analysis.graph.outputs]), expanded,
-                  shared)
+                  shared, classes, any(not s.custom for s in specs))
 
 
 def _header(analysis: Analysis, filename: str, network: str) -> list[str]:
@@ -1156,10 +1181,10 @@ def _normalise(kind: str, v: Any) -> Any:
             raise Unsupported("a size or word inside a tuple")
     sym = v if isinstance(v, Sym) else None
     if sym is not None and sym.kind == "word":
-        if kind in ("padding", "activation"):
+        if kind in ("padding", "activation", "choice"):
             return v
         raise Unsupported(f"a word parameter as a {kind}")
-    if kind == "size2":
+    if kind in ("size2", "pair"):
         return (v, v) if sym is not None and sym.kind == "number" else v
     if kind == "pad":
         if sym is not None:
@@ -1169,6 +1194,8 @@ def _normalise(kind: str, v: Any) -> Any:
         return v
     if kind == "shape":
         return (v,) if sym is not None and sym.kind == "number" else v
+    if kind == "floats":  # a number, or a tuple of numbers: Keras reads both
+        return v
     if kind in ("count", "int", "float", "rate"):
         if isinstance(v, tuple) or (sym is not None and sym.kind != "number"):
             raise Unsupported("a size where a number goes")
@@ -1209,9 +1236,10 @@ def _param_names(block: ast.BlockDef, fn_names: dict[str, str]) -> dict[str, str
 
 
 def _layer_class(spec: KerasLayer) -> str:
+    """`layers.Conv2D`, or the bare name of a class of cnndsl's the module defines."""
     if not NAME_RE.match(spec.cls):
         raise ValueError(f"not a Keras class name: {spec.cls!r}")
-    return f"layers.{spec.cls}"
+    return spec.cls if spec.custom else f"layers.{spec.cls}"
 
 
 def _kwargs(spec: KerasLayer) -> list[str]:

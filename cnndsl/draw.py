@@ -56,11 +56,13 @@ CLUSTER_FILLS = ("#f7f7f7", "#ebebeb", "#dfdfdf")
 
 _FAMILY_OF = {
     "input": "input",
-    "conv": "conv", "dwconv": "conv", "sepconv": "conv",
+    "conv": "conv", "dwconv": "conv", "sepconv": "conv", "convt": "conv", "local": "conv",
     "maxpool": "pool", "avgpool": "pool", "globalavgpool": "pool", "globalmaxpool": "pool",
     "dense": "dense",
     "concat": "merge", "add": "merge", "multiply": "merge", "subtract": "merge",
     "flatten": "shape", "reshape": "shape", "zeropad": "shape", "rescale": "shape",
+    "upsample": "shape", "crop": "shape", "permute": "shape", "channel_shuffle": "shape",
+    "normalization": "shape",
 }
 
 
@@ -91,20 +93,31 @@ def _pad(pad: Any) -> str:
     return f"({t}, {left})" if (t, left) == (b, right) else str(pad)
 
 
+def _numbers(v: float | tuple[float, ...], spec: str) -> str:
+    """A scale or offset, or one per channel: `0.003922`, `(0.01712, 0.01751, 0.01743)`."""
+    if isinstance(v, tuple):
+        return "(" + ", ".join(format(x, spec) for x in v) + ")"
+    return format(v, spec)
+
+
 def describe(op_name: str, args: dict[str, Any]) -> tuple[str, list[str]]:
     """The head line (op and window) and detail words (filters, activation...) of a layer."""
     a = args
     details: list[str] = []
-    if op_name in ("conv", "sepconv", "dwconv"):
+    if op_name in ("conv", "sepconv", "dwconv", "convt", "local"):
         head = f"{op_name} {_window(a['kernel'], a['stride'], a['padding'])}"
         if op_name != "dwconv":
             details.append(f"{a['filters']} filters")
         elif a.get("multiplier", 1) != 1:
             details.append(f"multiplier {a['multiplier']}")
-        if a["pad"] is not None:
+        if a.get("pad") is not None:
             details.append(f"pad {_pad(a['pad'])}")
-        if a["dilation"] != (1, 1):
+        if a.get("dilation", (1, 1)) != (1, 1):
             details.append(f"dilation {_size(a['dilation'])}")
+        if a.get("output_padding") is not None:
+            details.append(f"output padding {_size(a['output_padding'])}")
+        if op_name == "local":
+            details.append("unshared")
         if a.get("groups", 1) != 1:
             details.append(f"groups {a['groups']}")
         if a["activation"] not in (None, "linear"):
@@ -123,6 +136,8 @@ def describe(op_name: str, args: dict[str, Any]) -> tuple[str, list[str]]:
             details.append(a["activation"])
         return "dense", details
     if op_name == "dropout":
+        if a.get("noise_shape") is not None:
+            details.append(f"noise shape {fmt_shape(a['noise_shape'])}")
         return f"dropout {a['rate']:g}", details
     if op_name == "activation":
         return str(a["function"]), details
@@ -131,8 +146,8 @@ def describe(op_name: str, args: dict[str, Any]) -> tuple[str, list[str]]:
     if op_name == "reshape":
         return f"reshape {fmt_shape(a['shape'])}", details
     if op_name == "rescale":
-        offset = f" + {a['offset']:g}" if a.get("offset") else ""
-        return f"rescale x{a['scale']:.4g}{offset}", details
+        offset = f" + {_numbers(a['offset'], 'g')}" if a.get("offset") else ""
+        return f"rescale x{_numbers(a['scale'], '.4g')}{offset}", details
     if op_name == "concat" and a.get("axis", -1) != -1:
         details.append(f"axis {a['axis']}")
     if a.get("keepdims"):

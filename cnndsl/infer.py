@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
+from fractions import Fraction
 from functools import cached_property
 
 from cnndsl.diagnostics import ERROR, MAX_NUMBER, WARNING, CnnError, Diagnostic, Label
@@ -17,10 +18,18 @@ BYTES_PER_VALUE = 4  # float32
 
 @dataclass(frozen=True)
 class Field:
-    """Receptive field along height and width, and the jump (product of strides) so far."""
+    """Receptive field along height and width, and the jump (product of strides) so far.
 
-    size: tuple[int, int]
-    jump: tuple[int, int]
+    After upsampling, the jump is a fraction of an input pixel and the extent may be
+    fractional too; `size` is the whole input pixels the field spans.
+    """
+
+    extent: tuple[int | Fraction, int | Fraction]
+    jump: tuple[int | Fraction, int | Fraction]
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return (math.ceil(self.extent[0]), math.ceil(self.extent[1]))
 
 
 @dataclass(frozen=True)
@@ -137,13 +146,13 @@ def _receptive_field(node: Node, ctx: Context, inputs: list[Field]) -> Field:
     if not inputs:
         return Field((1, 1), (1, 1))
     if node.op.windows is None:  # the widest field over a merge's paths
-        return Field(tuple(max(f.size[i] for f in inputs) for i in (0, 1)),  # type: ignore[arg-type]
+        return Field(tuple(max(f.extent[i] for f in inputs) for i in (0, 1)),  # type: ignore[arg-type]
                      tuple(max(f.jump[i] for f in inputs) for i in (0, 1)))  # type: ignore[arg-type]
     windows = node.op.windows(node.args, ctx)
     f = inputs[0]
     if windows is None:
         return f
-    size = tuple(f.size[i] + (windows[i].kernel - 1) * f.jump[i] for i in (0, 1))
+    size = tuple(f.extent[i] + (windows[i].kernel - 1) * f.jump[i] for i in (0, 1))
     jump = tuple(f.jump[i] * windows[i].stride for i in (0, 1))
     return Field(size, jump)  # type: ignore[arg-type]
 

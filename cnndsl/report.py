@@ -91,12 +91,21 @@ def _layer_json(a: Analysis, layer: Layer) -> dict[str, Any]:
         "trainable_params": layer.trainable,
         "macs": layer.macs,
         "receptive_field": list(layer.field.size) if layer.field else None,
+        "unshared_params": _unshared_params(layer),
         "line": node.span.line,
         "inputs": [a.layers[i].node.name if i is not None else None for i in node.inputs],
     }
     if node.shares is not None:  # `reuse`: the layer whose weights it applies again
         entry["shares"] = a.layers[node.shares].node.name
     return entry
+
+
+def _unshared_params(layer: Layer) -> int | None:
+    """What a `conv` would cost without weight sharing (as `local`): its weights and biases
+    once per output position. The seed's lesson, 3,860 against 756,560, for any network."""
+    if layer.node.op.name != "conv" or layer.shape is None:
+        return None
+    return layer.shape[0] * layer.shape[1] * layer.params
 
 
 def _block_json(a: Analysis, scope: Scope) -> dict[str, Any]:

@@ -15,17 +15,29 @@ from typing import Any
 
 from cnndsl.graph import Port
 from cnndsl.infer import Analysis
+from cnndsl.ops.base import KerasLayer
 
 
 def import_keras() -> Any:
-    """Keras, quietly: TensorFlow's C++ start-up chatter is no use to a user."""
-    if "keras" in sys.modules:
-        return sys.modules["keras"]
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    with _quiet_native_stderr():
-        import keras
-        import tensorflow  # noqa: F401  (its C++ logs come at import)
-    return keras
+    """Keras, quietly: TensorFlow's C++ start-up chatter is no use to a user; with cnndsl's
+    own layers registered, so `load_model` reads models that use them."""
+    if "keras" not in sys.modules:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+        with _quiet_native_stderr():
+            import keras  # noqa: F401
+            import tensorflow  # noqa: F401  (its C++ logs come at import)
+    from cnndsl import keras_layers  # noqa: F401  (registers them)
+
+    return sys.modules["keras"]
+
+
+def keras_class(keras: Any, spec: KerasLayer) -> Any:
+    """The class of a layer record: Keras's own, or cnndsl's (cnndsl/keras_layers.py)."""
+    if spec.custom:
+        from cnndsl import keras_layers
+
+        return getattr(keras_layers, spec.cls)
+    return getattr(keras.layers, spec.cls)
 
 
 @contextlib.contextmanager
@@ -78,7 +90,7 @@ def build_model(analysis: Analysis, output_dtype: str | None = None) -> Any:
                 kwargs = dict(spec.kwargs)
                 if node.id in outputs and output_dtype and k == len(specs) - 1:
                     kwargs["dtype"] = output_dtype
-                made[node.id].append(getattr(keras.layers, spec.cls)(
+                made[node.id].append(keras_class(keras, spec)(
                     name=node.keras_name + spec.suffix, **kwargs))
         for keras_layer in made[node.id]:
             x = keras_layer(x)

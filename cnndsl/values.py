@@ -407,6 +407,8 @@ def _convert(spec: ArgSpec, v: Any, span: Span) -> Any:
             return whole(v, what, span, -(10**18))
         case "size2":
             return _pair(v, what, span, 1)
+        case "pair":
+            return _pair(v, what, span, 0)
         case "pad":
             return _pad(v, what, span)
         case "shape":
@@ -415,6 +417,15 @@ def _convert(spec: ArgSpec, v: Any, span: Span) -> Any:
             if not _is_number(v):
                 raise CnnError(f"{what} must be a number, not {describe(v)}", span)
             return float(v)
+        case "floats":
+            if isinstance(v, tuple) and v and all(_is_number(x) for x in v):
+                return tuple(float(x) for x in v)
+            if not _is_number(v):
+                raise CnnError(f"{what} must be a number or a tuple of numbers (one per "
+                               f"channel), not {describe(v)}", span)
+            return float(v)
+        case "choice":
+            return _choice(v, what, span, spec.choices)
         case "bool":
             return _choice(v, what, span, ("true", "false")) == "true"
         case "activation":

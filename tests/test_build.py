@@ -105,18 +105,24 @@ def test_example_model_matches_check(case, tmp_path, keras):
     keras.backend.clear_session()
 
 
+RUFF_FORMAT = ["format", "--isolated", "--check"]
+RUFF_STRICT = ["check", "--isolated", "--select", "E,F,W,I,B,UP,SIM,RUF", "--line-length", "88"]
+
+
+def assert_ruff_clean(files: list[str], *checks: list[str]) -> None:
+    for args in checks:
+        proc = subprocess.run([sys.executable, "-m", "ruff", *args, *files],
+                              capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
 def test_generated_code_passes_ruff(tmp_path):
     for example, network in EXAMPLE_NETWORKS:
         name = example.name if network is None else f"{example.stem}_{network}.cnn"
         build(tmp_path, example.read_text(), name, network=network)
     files = sorted(str(p) for p in tmp_path.glob("*.py"))
     assert len(files) == len(EXAMPLE_NETWORKS)
-    for args in (["format", "--isolated", "--check"], ["check", "--isolated"],
-                 ["check", "--isolated", "--select", "E,F,W,I,B,UP,SIM,RUF",
-                  "--line-length", "88"]):
-        proc = subprocess.run([sys.executable, "-m", "ruff", *args, *files],
-                              capture_output=True, text=True)
-        assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert_ruff_clean(files, RUFF_FORMAT, ["check", "--isolated"], RUFF_STRICT)
 
 
 def test_plain_chain_is_sequential_and_compiles_as_train_does(tmp_path, keras):
@@ -326,10 +332,7 @@ def test_every_op_literal_and_symbolic(source, tmp_path, keras):
     keras.backend.clear_session()
     assert_matches_check(keras, load_module(path).build_model(), source)
     keras.backend.clear_session()
-    for args in (["format", "--isolated", "--check"], ["check", "--isolated"]):
-        proc = subprocess.run([sys.executable, "-m", "ruff", *args, str(path)],
-                              capture_output=True, text=True)
-        assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert_ruff_clean([str(path)], RUFF_FORMAT, ["check", "--isolated"])
 
 
 @pytest.mark.parametrize("example", ["inception_module.cnn", "mobilenet_v2.cnn"])
@@ -348,13 +351,7 @@ def test_edge_and_flat_code_pass_ruff(tmp_path):
     build(tmp_path, EDGE, "edge.cnn")
     (tmp_path / "flat.py").write_text(generate(EDGE, "edge.cnn", force_flat=True)[0])
     (tmp_path / "hostile.py").write_text(generate(HOSTILE, HOSTILE_FILE)[0])
-    files = [str(p) for p in tmp_path.glob("*.py")]
-    for args in (["format", "--isolated", "--check"],
-                 ["check", "--isolated", "--select", "E,F,W,I,B,UP,SIM,RUF",
-                  "--line-length", "88"]):
-        proc = subprocess.run([sys.executable, "-m", "ruff", *args, *files],
-                              capture_output=True, text=True)
-        assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert_ruff_clean([str(p) for p in tmp_path.glob("*.py")], RUFF_FORMAT, RUFF_STRICT)
 
 
 def test_deeply_nested_repeats_stay_valid_python():

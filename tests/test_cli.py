@@ -10,7 +10,7 @@ import pytest
 from conftest import EXAMPLES, ROOT, example_networks, network_id, run_cnndsl
 
 LAYER_KEYS = {"name", "op", "keras", "scope", "output_shape", "params", "trainable_params",
-              "macs", "receptive_field", "line"}
+              "macs", "receptive_field", "unshared_params", "line"}
 DIAGNOSTIC_KEYS = {"severity", "message", "line", "column", "end_line", "end_column", "hint"}
 
 

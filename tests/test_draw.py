@@ -132,6 +132,32 @@ def test_layer_labels_show_op_arguments_shape_and_params(tmp_path):
     assert len(nodes(layout(out))) == 9
 
 
+def test_new_ops_labels_show_their_settings(tmp_path):
+    out = tmp_path / "ops.dot"
+    src = write(tmp_path, "ops.cnn", """network n {
+  input 16x16x3
+  rescale (1/255, 2, 3) offset=-1
+  local 8 3x3 stride=2 pad=1 relu
+  convt 4 3x3 stride=2 same output_padding=1
+  upsample 2 bilinear
+  crop ((1, 0), (0, 1))
+  dropout 0.2 noise_shape=(1, 1, 1)
+  leaky_relu alpha=0.1
+  gelu approximate=true
+  channel_shuffle groups=2
+}
+""")
+    assert draw(src, out, fmt="dot") == 0
+    text = out.read_text()
+    for label in ("<b>rescale x(0.003922, 2, 3) + -1</b>",
+                  "<b>local 3x3/2</b><br/>8 filters, pad 1, unshared, relu",
+                  "<b>convt 3x3/2 same</b><br/>4 filters, output padding 1",
+                  "<b>upsample x2 bilinear</b>", "<b>crop ((1, 0), (0, 1))</b>",
+                  "<b>dropout 0.2</b><br/>noise shape 1x1x1", "<b>leaky_relu alpha=0.1</b>",
+                  "<b>gelu approximate=true</b>", "<b>channel shuffle, 2 groups</b>"):
+        assert label in text, label
+
+
 @needs_dot
 def test_inception_paths_sit_side_by_side_in_source_order(tmp_path):
     src = write(tmp_path, "googlenet.cnn", GOOGLENET)

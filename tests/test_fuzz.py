@@ -231,6 +231,9 @@ VALUES = {
     "activation": ["relu", "softmax", "nope"],
     "padding": ["same", "valid"],
     "int": ["-1", "0", "1", "2", "5"],
+    "floats": ["0.5", "(1, 2, 3)", "(0.5,)", "-1", "(1, x)"],
+    "pair": ["0", "1", "(0, 1)", "-1", "(1, 2, 3)"],
+    "choice": ["nearest", "bilinear", "bicubic", "cubic", "1"],
 }
 ODD_VALUES = ["1 / 0", '"text"', "(1, 2, 3)", "x", "-1", str(2**63)]
 

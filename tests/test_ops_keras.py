@@ -23,14 +23,18 @@ from typing import Any
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import keras
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from keras.src.applications.convnext import LayerScale as ConvNeXtLayerScale
 
 from cnndsl.diagnostics import ERROR, WARNING
+from cnndsl.keras_layers import ChannelShuffle, LayerScale
 from cnndsl.ops import OPS
 from cnndsl.ops.activations import ACTIVATIONS
 from cnndsl.pipeline import analyse
+from cnndsl.runtime import keras_class
 
 # OPS_EXAMPLES=2000 for a long hunt; the default keeps the file well under a minute.
 _EXAMPLES = int(os.environ.get("OPS_EXAMPLES", 60))
@@ -40,7 +44,7 @@ FEW = settings(max_examples=max(_EXAMPLES // 2, 1), deadline=None,
                suppress_health_check=[HealthCheck.too_slow])
 
 WINDOW_LAYERS = ("Conv2D", "DepthwiseConv2D", "SeparableConv2D", "MaxPooling2D",
-                 "AveragePooling2D")
+                 "AveragePooling2D", "LocallyConnected2D")
 KERAS_REFUSALS = (ValueError, IndexError)
 
 
@@ -90,7 +94,7 @@ def build_keras(analysis) -> dict[int, KerasNode]:
         done = KerasNode()
         try:
             for record in records:
-                keras_layer = getattr(keras.layers, record.cls)(**record.kwargs)
+                keras_layer = keras_class(keras, record)(**record.kwargs)
                 before = [_shape(t) for t in x] if isinstance(x, list) else _shape(x)
                 x = keras_layer(x)
                 done.steps.append(Step(keras_layer, before, _shape(x)))
@@ -123,6 +127,12 @@ def keras_macs(step: Step) -> int:
         one, one_, mid, cout = layer.pointwise_kernel.shape
         assert (one, one_, mid) == (1, 1, cin * mult)
         return kh * kw * cin * mult * out[1] * out[2] + mid * cout * out[1] * out[2]
+    if name == "Conv2DTranspose":  # every input value times a kh x kw x cout window
+        kh, kw, cout, cin = layer.kernel.shape
+        return kh * kw * cout * cin * step.inputs[1] * step.inputs[2]
+    if name == "LocallyConnected2D":
+        positions, patch, cout = layer.kernel.shape
+        return positions * patch * cout
     if name == "Dense":
         units_in, units_out = layer.kernel.shape
         return units_in * units_out * math.prod(out[1:-1])
@@ -142,7 +152,7 @@ def uncovered_axes(step: Step) -> int:
     if name not in WINDOW_LAYERS:
         return 0
     config = layer.get_config()
-    if config["padding"] != "valid":
+    if config.get("padding", "valid") != "valid":  # LocallyConnected2D has valid only
         return 0
     kernel = config.get("kernel_size") or config["pool_size"]
     dilation = config.get("dilation_rate", (1, 1))
@@ -179,6 +189,8 @@ def check(text: str) -> Any:
         if node.id in refused:
             if node.op.name == "concat" and _batch_axis(node, layers):
                 continue  # Keras would join along the batch; cnndsl must refuse
+            if kn.tensor is not None and 0 in _shape(kn.tensor)[1:]:
+                continue  # Keras builds an empty tensor (a `convt`); cnndsl refuses it
             assert kn.error is not None, f"cnndsl refused, Keras did not: {where}\n" + \
                 "\n".join(d.message for d in errors)
             continue
@@ -201,7 +213,12 @@ def check(text: str) -> Any:
         dense_on_tensor = any(type(s.layer).__name__ == "Dense" and len(s.inputs) > 2
                               for s in kn.steps)
         assert bool(last_axis) == dense_on_tensor, (where, warnings)
-        assert len(uncovered) + len(last_axis) == len(warnings), (where, warnings)
+        # TensorFlow's CPU kernel refuses what Keras builds: a dilated Conv2DTranspose.
+        cpu_only = [w for w in warnings if "GPUs only" in w]
+        assert bool(cpu_only) == any(type(s.layer).__name__ == "Conv2DTranspose"
+                                     and max(s.layer.dilation_rate) > 1 for s in kn.steps)
+        assert len(uncovered) + len(last_axis) + len(cpu_only) == len(warnings), \
+            (where, warnings)
     return result
 
 
@@ -554,12 +571,321 @@ def test_subtract_matches_keras(case):
     check(network(shape, "subtract {", *(f"  | {p}" for p in paths), "}"))
 
 
+# ----------------------------------------------------------------------------- new spatial ops
+
+
+@EXAMPLES
+@given(shape=images, filters=channels, kernel=pair_text(1, 5),
+       padding=st.sampled_from([[], ["same"], ["valid"], ["padding=same"]]),
+       stride=maybe(pair_text(1, 3)), dilation=maybe(pair_text(1, 3)),
+       output_padding=maybe(pair_text(0, 2)), use_bias=st.booleans(),
+       activation=maybe(st.sampled_from(ACTIVATIONS)))
+def test_convt_matches_conv2dtranspose(shape, filters, kernel, padding, stride, dilation,
+                                       output_padding, use_bias, activation):
+    words = ["convt", str(filters), kernel, *padding,
+             *([f"stride={stride}"] if stride else []),
+             *([f"dilation={dilation}"] if dilation else []),
+             *([f"output_padding={output_padding}"] if output_padding else []),
+             f"use_bias={str(use_bias).lower()}", *([activation] if activation else [])]
+    check(network(shape, " ".join(words)))
+
+
+@EXAMPLES
+@given(shape=st.tuples(st.integers(1, 14), st.integers(1, 14), st.integers(1, 4)),
+       filters=st.integers(1, 5), kernel=pair_text(1, 5), stride=maybe(pair_text(1, 3)),
+       pad=maybe(pad_text()), use_bias=st.booleans(),
+       activation=maybe(st.sampled_from(["relu", "tanh", "linear"])))
+def test_local_matches_its_keras_layer(shape, filters, kernel, stride, pad, use_bias,
+                                       activation):
+    words = ["local", str(filters), kernel, *([f"stride={stride}"] if stride else []),
+             *([f"pad={pad}"] if pad else []), f"use_bias={str(use_bias).lower()}",
+             *([activation] if activation else [])]
+    check(network(shape, " ".join(words)))
+
+
+def test_convt_that_leaves_nothing_is_refused():
+    """Keras builds a 0x0 output here; cnndsl says so instead."""
+    result = check(network((1, 1, 2), "convt 1 4x4 same output_padding=0"))
+    assert [d.message for d in result.diagnostics] == [
+        "the output would be 0x0: nothing is left"]
+    node = result.analysis.layers[-1].node
+    (record,) = node.op.to_keras(node.args)
+    out = keras_class(keras, record)(**record.kwargs)(keras.Input((1, 1, 2)))
+    assert tuple(out.shape) == (None, 0, 0, 1)
+
+
+def test_dilated_convt_runs_on_gpus_only_as_the_warning_says():
+    """Keras builds it; TensorFlow's CPU kernel refuses to run it."""
+    result, layer = analysed_last(network((6, 6, 2), "convt 2 3x3 dilation=2"))
+    assert [d.message for d in result.diagnostics if d.severity == WARNING] == [
+        "TensorFlow runs a dilated `convt` on GPUs only: its CPU kernel refuses dilation "
+        "above 1"]
+    (record,) = layer.node.op.to_keras(layer.node.args)
+    with pytest.raises(Exception, match="dilation rates larger than 1"):
+        keras_class(keras, record)(**record.kwargs)(np.ones((1, 6, 6, 2), "float32"))
+
+
+def test_local_has_only_valid_padding_as_keras_2():
+    result = analyse(network((9, 9, 3), "local 4 3x3 same"))
+    assert not result.ok
+    assert "only `valid` padding" in result.diagnostics[0].message
+
+
+@FEW
+@given(shape=any_rank, size=maybe(pair_text(1, 4)),
+       interpolation=st.sampled_from(["", "nearest", "bilinear", "interpolation=bicubic",
+                                      "interpolation=area"]))
+def test_upsample_matches_upsampling2d(shape, size, interpolation):
+    check(network(shape, " ".join(["upsample", *([size] if size else []), interpolation])))
+
+
+@EXAMPLES
+@given(shape=st.tuples(st.integers(1, 9), st.integers(1, 9), channels), crop=pad_text())
+def test_crop_matches_cropping2d(shape, crop):
+    check(network(shape, f"crop {crop}"))
+
+
+@FEW
+@given(shape=any_rank)
+def test_crop_needs_a_rank_3_input(shape):
+    check(network(shape, "crop 0"))
+
+
+# ----------------------------------------------------------------------------- normalisation
+
+
+@st.composite
+def affine_words(draw) -> list[str]:
+    words = []
+    for key in ("center", "scale"):
+        if draw(st.booleans()):
+            words.append(f"{key}={draw(st.sampled_from(['true', 'false']))}")
+    if draw(st.booleans()):
+        words.append(f"epsilon={draw(st.sampled_from(['1e-6', '0.001', '0.1']))}")
+    return words
+
+
+@FEW
+@given(shape=any_rank, words=affine_words())
+def test_layernorm_matches_keras(shape, words):
+    check(network(shape, " ".join(["layernorm", *words])))
+
+
+@EXAMPLES
+@given(shape=any_rank, groups=maybe(st.integers(1, 8)), words=affine_words())
+def test_groupnorm_matches_keras(shape, groups, words):
+    """Keras refuses more groups than channels, and channels that do not split evenly."""
+    if groups is None and draw_default_fit(shape):
+        shape = (*shape[:-1], 32)  # the default 32 groups fit 32 channels
+    check(network(shape, " ".join(["groupnorm", *([f"groups={groups}"] if groups else []),
+                                   *words])))
+
+
+def draw_default_fit(shape: tuple[int, ...]) -> bool:
+    return shape[-1] % 2 == 0
+
+
+@FEW
+@given(shape=any_rank, mean=maybe(st.sampled_from(["0.5", "(1, 2, 3)"])))
+def test_normalization_matches_keras(shape, mean):
+    """Mean and variance adapted: 2C + 1 non-trainable weights; given: none at all."""
+    if mean == "(1, 2, 3)":
+        shape = (*shape[:-1], 3)
+    words = [f"mean={mean} variance={mean}"] if mean else []
+    _, layer = analysed_last(network(shape, " ".join(["normalization", *words])))
+    assert layer.non_trainable == (0 if mean else 2 * shape[-1] + 1)
+
+
+def test_normalization_is_efficientnets_7_parameters():
+    _, layer = analysed_last(network((224, 224, 3), "rescale 1/255", "normalization"))
+    assert (layer.trainable, layer.non_trainable) == (0, 7)
+
+
+# ----------------------------------------------------------------------------- per channel
+
+
+@pytest.mark.parametrize("line", ["rescale (1, 2) offset=0", "rescale 1 offset=(1, 2)",
+                                  "normalization mean=(1, 2) variance=(1, 2)",
+                                  "normalization mean=(0, 0, 0, 0) variance=(1, 2, 3, 4)"])
+def test_per_channel_tuples_must_fit_the_channels(line):
+    """Keras only fails when the model runs: cnndsl says so when it checks."""
+    text = network((4, 4, 3), line)
+    result = analyse(text)
+    assert not result.ok and "channels" in result.diagnostics[0].message
+    node = result.analysis.layers[-1].node
+    (record,) = node.op.to_keras(node.args)
+    with pytest.raises(Exception, match=r"(?i)incompatible|broadcast"):
+        keras_class(keras, record)(**record.kwargs)(np.ones((1, 4, 4, 3), "float32"))
+
+
+@FEW
+@given(shape=any_rank, scale=st.sampled_from(["1/255", "(1, 2, 3)", "(0.5,)"]),
+       offset=maybe(st.sampled_from(["(-1, 0, 1)", "-1"])))
+def test_per_channel_rescale_matches_keras(shape, scale, offset):
+    shape = (*shape[:-1], 3)
+    check(network(shape, f"rescale {scale}" + (f" offset={offset}" if offset else "")))
+
+
+@FEW
+@given(shape=any_rank, words=st.sampled_from(["mean=1 variance=2", "mean=1", "variance=1",
+                                              "mean=(1,) variance=1",
+                                              "mean=(1, 2) variance=(1, 2, 3)"]))
+def test_normalization_takes_mean_and_variance_together(shape, words):
+    """Keras refuses one without the other, or the two of different shapes."""
+    check(network(shape, f"normalization {words}"))
+
+
+# ----------------------------------------------------------------------------- scaling, dropout
+
+
+@FEW
+@given(shape=any_rank, init=maybe(st.sampled_from(["1e-6", "0.5"])))
+def test_layerscale_matches_convnexts(shape, init):
+    check(network(shape, " ".join(["layerscale", *([init] if init else [])])))
+    _, layer = analysed_last(network(shape, " ".join(["layerscale", *([init] if init else [])])))
+    reference = ConvNeXtLayerScale(float(init or 1e-6), shape[-1])
+    reference.build((None, *shape))
+    assert (layer.trainable, layer.non_trainable) == weight_counts([reference])
+
+
+def test_layerscale_computes_convnexts():
+    x = np.random.default_rng(1).normal(size=(2, 3, 3, 4)).astype("float32")
+    ours, reference = LayerScale(0.5), ConvNeXtLayerScale(0.5, 4)
+    ours.build(x.shape)
+    reference.build(x.shape)
+    ours.set_weights([np.arange(4, dtype="float32")])
+    reference.set_weights([np.arange(4, dtype="float32")])
+    np.testing.assert_array_equal(ours(x), reference(x))
+    np.testing.assert_array_equal(LayerScale(0.5)(x), ConvNeXtLayerScale(0.5, 4)(x))
+
+
+@FEW
+@given(shape=any_rank, rate=st.sampled_from(["0", "0.1", "0.5"]))
+def test_spatial_dropout_matches_keras(shape, rate):
+    check(network(shape, f"spatial_dropout {rate}"))
+
+
+@FEW
+@given(shape=any_rank, data=st.data())
+def test_dropout_noise_shape_matches_keras(shape, data):
+    noise = tuple(data.draw(st.sampled_from([1, d])) for d in shape)
+    text = f"({noise[0]},)" if len(noise) == 1 else "(" + ", ".join(map(str, noise)) + ")"
+    result = check(network(shape, f"dropout 0.2 noise_shape={text}"))
+    node = result.analysis.layers[-1].node
+    (record,) = node.op.to_keras(node.args)
+    assert record.kwargs["noise_shape"] == (None, *noise)
+
+
+@pytest.mark.parametrize("noise", ["(1, 1)", "(2, 1, 1)", "(1, 1, 1, 1)"])
+def test_dropout_noise_shape_must_fit(noise):
+    result = analyse(network((4, 4, 3), f"dropout 0.2 noise_shape={noise}"))
+    assert not result.ok and "noise_shape" in result.diagnostics[0].message
+
+
+def test_per_sample_dropout_drops_whole_samples():
+    """EfficientNet's drop-connect: noise_shape=(1, 1, 1) zeroes a sample or keeps it all."""
+    result = analyse(network((4, 4, 3), "dropout 0.5 noise_shape=(1, 1, 1)"))
+    node = result.analysis.layers[-1].node
+    (record,) = node.op.to_keras(node.args)
+    out = keras_class(keras, record)(**record.kwargs)(np.ones((64, 4, 4, 3), "float32"),
+                                                      training=True)
+    per_sample = {float(v) for v in np.unique(np.asarray(out).reshape(64, -1), axis=1).ravel()}
+    assert per_sample == {0.0, 2.0}
+    assert all(len(np.unique(sample)) == 1 for sample in np.asarray(out))
+
+
+# ----------------------------------------------------------------------------- reordering
+
+
+@st.composite
+def permute_case(draw):
+    shape = draw(any_rank)
+    dims = draw(st.permutations(range(1, len(shape) + 1)))
+    if draw(st.integers(0, 3)) == 0:  # now and then a wrong order: both must refuse
+        dims[draw(st.integers(0, len(dims) - 1))] = draw(st.integers(1, len(dims) + 1))
+    return shape, dims
+
+
+@EXAMPLES
+@given(case=permute_case())
+def test_permute_matches_keras(case):
+    shape, dims = case
+    text = f"({dims[0]},)" if len(dims) == 1 else "(" + ", ".join(map(str, dims)) + ")"
+    check(network(shape, f"permute {text}"))
+
+
+@FEW
+@given(shape=any_rank, groups=st.integers(1, 6))
+def test_channel_shuffle_shapes_match_keras(shape, groups):
+    check(network(shape, f"channel_shuffle groups={groups}"))
+
+
+@pytest.mark.parametrize(("channels_", "groups"), [(6, 2), (6, 3), (12, 4), (5, 1)])
+def test_channel_shuffle_equals_keras_reshape_permute_reshape(channels_, groups):
+    """ShuffleNet's shuffle as Keras layers compute it (Reshape, Permute, Reshape)."""
+    x = np.random.default_rng(0).normal(size=(2, 3, 5, channels_)).astype("float32")
+    reference = keras.Sequential([
+        keras.layers.Reshape((3, 5, groups, channels_ // groups)),
+        keras.layers.Permute((1, 2, 4, 3)),
+        keras.layers.Reshape((3, 5, channels_)),
+    ])
+    np.testing.assert_array_equal(ChannelShuffle(groups)(x), reference(x))
+    if groups not in (1, channels_):
+        assert not np.array_equal(ChannelShuffle(groups)(x), x)
+
+
+# ----------------------------------------------------------------------------- activations
+
+
+@st.composite
+def activation_setting(draw) -> str:
+    name = draw(st.sampled_from(["relu", "leaky_relu", "elu", "gelu"]))
+    numbers = st.sampled_from(["0", "0.1", "6", "-1", "0.5"])
+    if name == "relu":
+        words = [f"{key}={draw(numbers)}" for key in ("max_value", "negative_slope",
+                                                      "threshold") if draw(st.booleans())]
+    elif name == "gelu":
+        words = [f"approximate={draw(st.sampled_from(['true', 'false']))}"]
+    else:
+        words = [f"alpha={draw(numbers)}"]
+    return " ".join([name, *words])
+
+
+@EXAMPLES
+@given(shape=any_rank, line=activation_setting())
+def test_activation_settings_match_keras(shape, line):
+    check(network(shape, line))
+
+
+@pytest.mark.parametrize(("line", "function"), [
+    ("leaky_relu alpha=0.1", lambda x: keras.activations.leaky_relu(x, negative_slope=0.1)),
+    ("leaky_relu", keras.activations.leaky_relu),
+    ("relu max_value=6", lambda x: keras.activations.relu(x, max_value=6.0)),
+    ("relu threshold=0.5 negative_slope=0.1",
+     lambda x: keras.activations.relu(x, negative_slope=0.1, threshold=0.5)),
+    ("elu alpha=0.5", lambda x: keras.activations.elu(x, alpha=0.5)),
+    ("gelu approximate=true", lambda x: keras.activations.gelu(x, approximate=True)),
+    ("gelu", lambda x: keras.activations.gelu(x, approximate=False)),
+    ("hard_swish", keras.activations.hard_swish),
+    ("hard_sigmoid", keras.activations.hard_sigmoid),
+])
+def test_activation_settings_compute_keras_functions(line, function):
+    """The layers the settings become compute Keras's activation with those settings."""
+    result = analyse(network((50,), line))
+    node = result.analysis.layers[-1].node
+    (record,) = node.op.to_keras(node.args)
+    x = np.linspace(-8, 8, 50, dtype="float32")[None]
+    got = keras_class(keras, record)(**record.kwargs)(x)
+    np.testing.assert_allclose(got, function(x), rtol=1e-6, atol=1e-6)
+
+
 # ----------------------------------------------------------------------------- coverage
 
 COVERED = {"input", "conv", "dwconv", "sepconv", "maxpool", "avgpool", "globalavgpool",
            "globalmaxpool", "dense", "flatten", "dropout", "batchnorm", "identity", "rescale",
            "zeropad", "reshape", "activation", "concat", "add", "multiply", "subtract",
-           *ACTIVATIONS}
+           *ACTIVATIONS, "convt", "local", "upsample", "crop", "layernorm", "groupnorm",
+           "normalization", "layerscale", "spatial_dropout", "permute", "channel_shuffle"}
 
 
 def test_every_op_is_compared_with_keras():

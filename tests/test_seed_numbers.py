@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from cnndsl import report
 from cnndsl.diagnostics import WARNING
 from cnndsl.pipeline import analyse
 
@@ -51,6 +52,19 @@ def test_seed_table_row(input_shape, layer, output, params):
     # Every row's window tiles its input exactly: (input + 2 pad - kernel) divides by the
     # stride, or the padding is `same` -- so none of them warns.
     assert [d for d in result.diagnostics if d.severity == WARNING] == []
+
+
+def test_seed_parameter_sharing_lesson():
+    """The seed's lesson: the same layer without parameter sharing, a `local` layer, has
+    its 8x8x3 weights and its bias for each of the 14x14x20 output neurons."""
+    _, shared = one_layer("32x32x3", "conv 20 8x8 stride=2 pad=1")
+    _, unshared = one_layer("32x32x3", "local 20 8x8 stride=2 pad=1")
+    assert (shared.params, unshared.params) == (3_860, 756_560)
+    assert shared.shape == unshared.shape == (14, 14, 20)
+    assert shared.macs == unshared.macs
+    data = report.to_json(analyse("network seed {\n  input 32x32x3\n"
+                                  "  conv 20 8x8 stride=2 pad=1\n}\n"), "seed.cnn")
+    assert data["layers"][1]["unshared_params"] == 756_560
 
 
 def test_seed_table_macs():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from fractions import Fraction
 from typing import Any
 
 Shape = tuple[int, ...]
@@ -23,9 +24,10 @@ class ShapeError(Exception):
 class ArgSpec:
     """One argument of an op.
 
-    kind: count (int > 0), int, size2 (kernel-like pair), pad (explicit zero padding),
-    rate (a float from 0 up to, not including, 1: its range), float, bool, activation,
-    padding, shape, word.
+    kind: count (int > 0), int, size2 (kernel-like pair), pair (two ints >= 0), pad
+    (explicit zero padding), rate (a float from 0 up to, not including, 1: its range), float,
+    floats (a float or a tuple of them), bool, activation, padding, shape, choice (one of
+    `choices`, a flag word).
     low/high: the range of a number argument beyond its kind, what the layer means
     (check refuses the rest; the docs show it); `low_open`/`high_open` leave the bound out.
     """
@@ -35,6 +37,7 @@ class ArgSpec:
     default: Any = REQUIRED
     positional: bool = False
     doc: str = ""
+    choices: tuple[str, ...] = ()
     low: float | None = None
     high: float | None = None
     low_open: bool = False
@@ -71,19 +74,26 @@ class ArgSpec:
 
 @dataclass(frozen=True)
 class KerasLayer:
-    """One Keras layer an op becomes: `keras.layers.<cls>(**kwargs)`, named name + suffix."""
+    """One Keras layer an op becomes: `keras.layers.<cls>(**kwargs)`, named name + suffix.
+
+    `custom`: the class is cnndsl's own (cnndsl/keras_layers.py), for what Keras lacks.
+    """
 
     cls: str
     kwargs: Mapping[str, Any]
     suffix: str = ""
+    custom: bool = False
 
 
 @dataclass(frozen=True)
 class Window:
-    """A sliding window along one axis, for the receptive field: effective kernel and stride."""
+    """A sliding window along one axis, for the receptive field: effective kernel and stride.
+
+    Upsampling layers step by a fraction of an input pixel: `stride` is then a Fraction.
+    """
 
     kernel: int
-    stride: int
+    stride: int | Fraction
 
 
 @dataclass

@@ -58,8 +58,9 @@ def conv_windows(args: Args, ctx: Context) -> tuple[Window, Window]:
     return (Window(effective_kernel(k[0], d[0]), s[0]), Window(effective_kernel(k[1], d[1]), s[1]))
 
 
-def conv_keras(cls: str, main: dict, args: Args) -> list[KerasLayer]:
-    """The Keras layers of a convolution: explicit padding becomes a ZeroPadding2D before it."""
+def conv_keras(cls: str, main: dict, args: Args, custom: bool = False) -> list[KerasLayer]:
+    """The Keras layers of a convolution: explicit padding becomes a ZeroPadding2D before it.
+    `custom`: the class is cnndsl's own (see KerasLayer)."""
     kwargs = dict(main)
     if args["stride"] != (1, 1):
         kwargs["strides"] = args["stride"]
@@ -69,7 +70,7 @@ def conv_keras(cls: str, main: dict, args: Args) -> list[KerasLayer]:
     kwargs.update(activation_kwargs(args["activation"]))
     if not args["use_bias"]:
         kwargs["use_bias"] = False
-    layers = [KerasLayer(cls, kwargs)]
+    layers = [KerasLayer(cls, kwargs, custom=custom)]
     if args["pad"] is not None:
         layers.insert(0, KerasLayer("ZeroPadding2D", {"padding": args["pad"]}, "_pad"))
     return layers

@@ -1,11 +1,17 @@
-"""The core layers: input, dense, flatten, dropout, batchnorm, activations, zeropad, identity,
-rescale, reshape."""
+"""The core layers: input, dense, flatten, dropout, spatial_dropout, batchnorm, activations
+(with their Keras settings), zeropad, identity, rescale, reshape."""
 
 from __future__ import annotations
 
 import math
 
-from cnndsl.ops.activations import ACTIVATION_FLAGS, ACTIVATIONS, activation_kwargs
+from cnndsl.ops.activations import (
+    ACTIVATION_FLAGS,
+    ACTIVATION_LAYERS,
+    ACTIVATION_SETTINGS,
+    ACTIVATIONS,
+    activation_kwargs,
+)
 from cnndsl.ops.base import (
     Args,
     ArgSpec,
@@ -20,7 +26,7 @@ from cnndsl.ops.base import (
 )
 
 
-def _same_shape(args: Args, ctx: Context) -> Shape:
+def same_shape(args: Args, ctx: Context) -> Shape:
     return ctx.shape
 
 
@@ -159,13 +165,49 @@ ZEROPAD = Op(
 # ----------------------------------------------------------------------------- pass-through
 
 
+def _dropout_shape(args: Args, ctx: Context) -> Shape:
+    noise = args["noise_shape"]
+    if noise is not None and (len(noise) != len(ctx.shape) or any(
+            n not in (1, d) for n, d in zip(noise, ctx.shape, strict=True))):
+        raise ShapeError(f"`noise_shape` {fmt_shape(noise)} does not fit the input "
+                         f"{fmt_shape(ctx.shape)}", "give each axis, batch left out, 1 "
+                         "(one draw shared along it) or its size", arg="noise_shape")
+    return ctx.shape
+
+
+def _dropout_keras(args: Args) -> list[KerasLayer]:
+    kwargs: dict = {"rate": args["rate"]}
+    if args["noise_shape"] is not None:  # Keras counts the batch: one mask per sample
+        kwargs["noise_shape"] = (None, *args["noise_shape"])
+    return [KerasLayer("Dropout", kwargs)]
+
+
 DROPOUT = Op(
     name="dropout",
     keras="Dropout",
     summary="randomly zero a fraction of the values while training",
+    args=(
+        ArgSpec("rate", "rate", positional=True, doc="fraction dropped"),
+        ArgSpec("noise_shape", "shape", None, doc="the mask's shape, batch left out: "
+                "`(1, 1, 1)` drops whole samples (drop-connect)"),
+    ),
+    shape=_dropout_shape,
+    to_keras=_dropout_keras,
+)
+
+
+def _spatial_dropout_shape(args: Args, ctx: Context) -> Shape:
+    spatial(ctx, "spatial_dropout")
+    return ctx.shape
+
+
+SPATIAL_DROPOUT = Op(
+    name="spatial_dropout",
+    keras="SpatialDropout2D",
+    summary="randomly zero whole channels while training",
     args=(ArgSpec("rate", "rate", positional=True, doc="fraction dropped"),),
-    shape=_same_shape,
-    to_keras=lambda a: [KerasLayer("Dropout", {"rate": a["rate"]})],
+    shape=_spatial_dropout_shape,
+    to_keras=lambda a: [KerasLayer("SpatialDropout2D", {"rate": a["rate"]})],
 )
 
 
@@ -188,7 +230,7 @@ BATCHNORM = Op(
         ArgSpec("center", "bool", True, doc="learn an offset (beta)"),
         ArgSpec("scale", "bool", True, doc="learn a scale (gamma)"),
     ),
-    shape=_same_shape,
+    shape=same_shape,
     params=_bn_params,
     to_keras=lambda a: [KerasLayer(
         "BatchNormalization", {k: a[k] for k, v in _BN_DEFAULTS.items() if a[k] != v})],
@@ -199,21 +241,37 @@ IDENTITY = Op(
     keras="Identity",
     summary="pass the input through unchanged (the shortcut path of a residual `add`)",
     args=(),
-    shape=_same_shape,
+    shape=same_shape,
     to_keras=lambda a: [KerasLayer("Identity", {})],
 )
+
+
+def per_channel(args: Args, ctx: Context, *names: str) -> None:
+    """Tuples of per-channel values must have one value per channel (Keras broadcasts them
+    against the last axis, and fails only when the model runs)."""
+    for name in names:
+        v = args[name]
+        if isinstance(v, tuple) and len(v) not in (1, ctx.shape[-1]):
+            raise ShapeError(f"`{name}` has {len(v)} values for {ctx.shape[-1]} channels",
+                             "give one value, or one per channel", arg=name)
+
+
+def _rescale_shape(args: Args, ctx: Context) -> Shape:
+    per_channel(args, ctx, "scale", "offset")
+    return ctx.shape
+
 
 RESCALE = Op(
     name="rescale",
     keras="Rescaling",
     summary="multiply by `scale` and add `offset`: `rescale 1/255`",
     args=(
-        ArgSpec("scale", "float", positional=True, doc="the factor"),
-        ArgSpec("offset", "float", 0.0, doc="added after scaling"),
+        ArgSpec("scale", "floats", positional=True, doc="the factor, or one per channel"),
+        ArgSpec("offset", "floats", 0.0, doc="added after scaling, or one per channel"),
     ),
-    shape=_same_shape,
-    to_keras=lambda a: [KerasLayer(
-        "Rescaling", {"scale": a["scale"], **({"offset": a["offset"]} if a["offset"] else {})})],
+    shape=_rescale_shape,
+    to_keras=lambda a: [KerasLayer("Rescaling", {
+        "scale": a["scale"], **({"offset": a["offset"]} if a["offset"] != 0 else {})})],
 )
 
 ACTIVATION = Op(
@@ -221,16 +279,44 @@ ACTIVATION = Op(
     keras="Activation",
     summary="an activation function as a layer of its own",
     args=(ArgSpec("function", "activation", positional=True, doc="`relu`, `softmax`, ..."),),
-    shape=_same_shape,
+    shape=same_shape,
     to_keras=lambda a: [KerasLayer("Activation", {"activation": a["function"]})],
 )
 
 
+def _setting(value: float | bool) -> str:
+    return str(value).lower() if isinstance(value, bool) else f"{value:g}"
+
+
 def _named_activation(name: str) -> Op:
+    """`relu`, `gelu`...: `Activation(name)`, or with settings the Keras layer taking them."""
+    settings = ACTIVATION_SETTINGS.get(name, ())
+
+    def shape(args: Args, ctx: Context) -> Shape:
+        for spec in settings:
+            value = args[spec.name]
+            if name in ("relu", "leaky_relu") and value is not None and value < 0:
+                raise ShapeError(f"`{spec.name}` cannot be negative (Keras refuses it)",
+                                 f"Keras's {ACTIVATION_LAYERS[name][0]} takes 0 or more",
+                                 arg=spec.name)
+        return ctx.shape
+
+    def to_keras(args: Args) -> list[KerasLayer]:
+        changed = {s.name: args[s.name] for s in settings if args[s.name] != s.default}
+        if not changed:
+            return [KerasLayer("Activation", {"activation": name})]
+        cls, keys, custom = ACTIVATION_LAYERS[name]
+        return [KerasLayer(cls, {keys.get(k, k): v for k, v in changed.items()},
+                           custom=custom)]
+
+    def label(args: Args) -> str:
+        """`leaky_relu alpha=0.1`: the settings that differ from Keras's defaults."""
+        return " ".join([name, *(f"{s.name}={_setting(args[s.name])}" for s in settings
+                                 if args[s.name] != s.default)])
+
     return Op(name=name, keras="Activation", summary=f"the `{name}` activation",
-              args=(), shape=_same_shape,
-              to_keras=lambda a: [KerasLayer("Activation", {"activation": name})])
+              args=settings, shape=shape, to_keras=to_keras, label=label)
 
 
-OPS = (INPUT, DENSE, FLATTEN, RESHAPE, ZEROPAD, DROPOUT, BATCHNORM, IDENTITY, RESCALE, ACTIVATION,
-       *(_named_activation(n) for n in ACTIVATIONS))
+OPS = (INPUT, DENSE, FLATTEN, RESHAPE, ZEROPAD, DROPOUT, SPATIAL_DROPOUT, BATCHNORM, IDENTITY,
+       RESCALE, ACTIVATION, *(_named_activation(n) for n in ACTIVATIONS))

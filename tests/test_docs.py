@@ -30,13 +30,6 @@ def test_readme_check_sample_is_current_output():
     assert sample.strip() == out.strip()
 
 
-def test_mnist_example_is_the_one_in_the_design():
-    text = (EXAMPLES / "mnist.cnn").read_text()
-    for line in ("conv 16 3x3 stride=2 same relu", "dense 64 relu as FC1",
-                 "early_stopping monitor=val_loss patience=2"):
-        assert line in text
-
-
 def test_zoo_table_lists_every_example_with_its_totals():
     zoo = (ROOT / "docs" / "zoo.md").read_text()
     lines = re.findall(r"^\| `(\w+\.cnn)` \|(.*)$", zoo, re.M)

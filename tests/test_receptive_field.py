@@ -75,12 +75,14 @@ def spatial_layers(source: str) -> list[Any]:
 
 
 def assert_fields(source: str, names: list[str] | None = None) -> int:
-    """check's receptive field of every layer named (every spatial layer by default) is the
-    measured one; returns how many layers were compared (unclipped)."""
+    """check's receptive field (and shape) of every layer named (every spatial layer by
+    default) is the measured one; returns how many fields were compared (unclipped)."""
     layers = {layer.node.keras_name: layer for layer in spatial_layers(source)}
     names = names or list(layers)
     fields = measured_fields(source, names)
+    model = runtime_model(source)
     for name in names:
+        assert tuple(model.get_layer(name).output.shape[1:]) == layers[name].shape, name
         if fields[name] is not None:
             assert fields[name] == layers[name].field.size, name
     return sum(f is not None for f in fields.values())

@@ -20,7 +20,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 
-SHAPES = ("tests/test_seed_numbers.py", "tests/test_runtime.py", "tests/test_receptive_field.py")
+SHAPES = ("tests/test_seed_numbers.py", "tests/test_runtime.py", "tests/test_fidelity_config.py",
+          "tests/test_receptive_field.py")
 KERAS = ("tests/test_fidelity_config.py", "tests/test_fidelity_numeric.py")
 FIELDS = ("tests/test_receptive_field.py",)
 DRAW = ("tests/test_cli_commands.py", "tests/test_draw.py")

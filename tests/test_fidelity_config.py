@@ -4,6 +4,7 @@ configuration the .cnn asks for. The expectations come from the language's own r
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import keras
@@ -125,3 +126,18 @@ def test_built_module_has_the_configuration_asked_for(name):
 @pytest.mark.parametrize("name", SOURCES)
 def test_runtime_model_has_the_configuration_asked_for(name):
     assert_configured(SOURCES[name], runtime_model(SOURCES[name]))
+
+
+def keras_macs(layer: Any) -> int:
+    """Multiply-adds from the Keras layer's own kernels: every kernel value is used once per
+    output position (a dense layer's positions are its output's leading axes)."""
+    kernels = [w for w in layer.weights if w.path.rsplit("/", 1)[-1].endswith("kernel")]
+    positions = math.prod(layer.output.shape[1:-1])
+    return sum(math.prod(w.shape) for w in kernels) * positions
+
+
+@pytest.mark.parametrize("name", SOURCES)
+def test_macs_per_layer_from_keras_kernels(name):
+    analysis, model = analysed(SOURCES[name]), runtime_model(SOURCES[name])
+    for layer in analysis.layers[1:]:
+        assert layer.macs == keras_macs(model.get_layer(layer.node.keras_name)), layer.node.name

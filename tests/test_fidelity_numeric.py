@@ -5,13 +5,14 @@ set_weights): the twins name their weight-bearing layers as `check` reports them
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 
 import keras
 import numpy as np
 import pytest
-from conftest import EXAMPLES
+from conftest import EXAMPLES, ROOT
 from keras import layers as L
 from keras_models import module_model, runtime_model, set_weights
 
@@ -61,15 +62,9 @@ def inception_twin() -> keras.Model:
     return keras.Model(inp, L.Dense(10, activation="softmax", name="dense_1")(x))
 
 
-RESIDUAL = """
-block residual(filters) {
-  add {
-    | identity
-    | conv filters 3x3 same; batchnorm; relu
-      conv filters 3x3 same; batchnorm
-  }
-  relu
-}
+# The README's residual block.
+RESIDUAL = re.search(r"^block residual\(filters\) \{.*?^\}\n", (ROOT / "README.md").read_text(),
+                     re.M | re.S).group(0) + """
 network residual_net {
   input 12x12x16
   conv 16 3x3 same relu as stem

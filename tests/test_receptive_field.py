@@ -88,15 +88,9 @@ def assert_fields(source: str, names: list[str] | None = None) -> int:
     return sum(f is not None for f in fields.values())
 
 
-BLOCKS = """
-block inception(c1, c3r, c3, c5r, c5, pool) {
-  concat {
-    | conv c1 1x1 relu
-    | conv c3r 1x1 relu; conv c3 3x3 same relu
-    | conv c5r 1x1 relu; conv c5 5x5 same relu
-    | maxpool 3x3 stride=1 same; conv pool 1x1 relu
-  }
-}
+# The Inception block of examples/inception_module.cnn, and a residual block with a
+# projection shortcut.
+BLOCKS = (EXAMPLES / "inception_module.cnn").read_text().split("network ")[0] + """
 block residual(f, stride=1) {
   add {
     | conv f 1x1 stride=stride

@@ -93,8 +93,16 @@ MUTATIONS = (
              "f.size[i] + (windows[i].kernel - 1)", FIELDS),
     Mutation("peak memory frees at first use", "cnndsl/infer.py",
              "last_use[i] = layer.node.id", "last_use.setdefault(i, layer.node.id)", FIELDS),
-    Mutation("peak memory frees the output early", "cnndsl/infer.py",
-             "last_use[self.graph.output] = len(self.layers)", "pass", FIELDS),
+    Mutation("peak memory frees inputs before the output exists", "cnndsl/infer.py",
+             "live += sizes[layer.node.id]\n            peak = max(peak, live)\n"
+             "            for i in set(layer.node.inputs):\n"
+             "                if i is not None and last_use.get(i) == layer.node.id:\n"
+             "                    live -= sizes[i]\n",
+             "for i in set(layer.node.inputs):\n"
+             "                if i is not None and last_use.get(i) == layer.node.id:\n"
+             "                    live -= sizes[i]\n"
+             "            live += sizes[layer.node.id]\n            peak = max(peak, live)\n",
+             FIELDS),
     # codegen and runtime
     Mutation("build drops fused activations", "cnndsl/codegen.py",
              '[*_kwargs(spec), f"name={_suffixed(name, spec.suffix)}"],\n'

@@ -162,7 +162,10 @@ PEAK_CASES = {"mnist": (EXAMPLES / "mnist.cnn").read_text(),
               "inception_module": (EXAMPLES / "inception_module.cnn").read_text(),
               "resnet50": (EXAMPLES / "resnet50.cnn").read_text(),
               "densenet121": (EXAMPLES / "densenet121.cnn").read_text(),
-              "residual": NETWORKS["residual"], "inception": NETWORKS["inception"]}
+              "residual": NETWORKS["residual"], "inception": NETWORKS["inception"],
+              # the peak is while the wide input waits for its last reader
+              "wide_input": "network n { input 8x8x64; add { | conv 16 1x1 | conv 16 1x1 "
+                            "| conv 16 3x3 same } }"}
 
 
 @pytest.mark.parametrize("name", PEAK_CASES)

@@ -31,13 +31,6 @@ def test_readme_check_sample_is_current_output():
     assert sample.strip() == out.strip()
 
 
-def test_mnist_example_is_the_one_in_the_design():
-    text = (EXAMPLES / "mnist.cnn").read_text()
-    for line in ("conv 16 3x3 stride=2 same relu", "dense 64 relu as FC1",
-                 "early_stopping monitor=val_loss patience=2"):
-        assert line in text
-
-
 def _zoo_rows(first_cell: str) -> list[list[str]]:
     """The cells of docs/zoo.md's table rows that start with `first_cell` (a regex)."""
     zoo = (ROOT / "docs" / "zoo.md").read_text()

@@ -1,9 +1,9 @@
 """Golden-file diagnostics: every tests/golden/NAME.cnn is checked and its stderr compared
-with NAME.out (see tests/golden/README.md). Regenerate with CNNDSL_UPDATE_GOLDEN=1."""
+with NAME.out (see tests/golden/README.md). The test never writes them: regenerate with
+`python tests/golden/update.py`."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -12,7 +12,6 @@ from cnndsl.cli import app
 
 GOLDEN = Path(__file__).parent / "golden"
 CASES = sorted(p.stem for p in GOLDEN.glob("*.cnn"))
-UPDATE = bool(os.environ.get("CNNDSL_UPDATE_GOLDEN"))
 
 
 def run_check(name: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> str:
@@ -31,10 +30,7 @@ def run_check(name: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.Capture
 def test_golden(name: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture):
     actual = run_check(name, monkeypatch, capsys)
     expected_path = GOLDEN / f"{name}.out"
-    if UPDATE:
-        expected_path.write_text(actual)
-        return
-    assert expected_path.exists(), f"{name}.out is missing: run with CNNDSL_UPDATE_GOLDEN=1"
+    assert expected_path.exists(), f"{name}.out is missing: run tests/golden/update.py {name}"
     expected = expected_path.read_text()
     assert actual == expected, f"stderr of `cnndsl check {name}.cnn` changed"
 

@@ -1,0 +1,79 @@
+"""Keras models of .cnn sources, built once per test session and shared by the fidelity
+tests: the model `build`'s module makes, and the model `train` makes in-process."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import tempfile
+import zlib
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+from cnndsl.codegen import generate
+from cnndsl.infer import Analysis
+from cnndsl.pipeline import analyse
+from cnndsl.runtime import build_model
+
+_MODULES = Path(tempfile.mkdtemp(prefix="cnndsl-modules-"))
+
+
+@cache
+def analysed(source: str) -> Analysis:
+    result = analyse(source)
+    assert result.ok, [d.message for d in result.diagnostics]
+    return result.analysis
+
+
+@cache
+def runtime_model(source: str) -> Any:
+    """The in-process model `cnndsl train` fits."""
+    return build_model(analysed(source))
+
+
+@cache
+def module_model(source: str) -> Any:
+    """The model of the module `cnndsl build` writes, imported from a temporary folder."""
+    code, diagnostics = generate(source, "net.cnn")
+    assert code is not None, [d.message for d in diagnostics]
+    name = f"built_{zlib.crc32(source.encode()):08x}"
+    path = _MODULES / f"{name}.py"
+    path.write_text(code)
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.build_model()
+
+
+def inbound(layer: Any) -> list[str]:
+    """The names of the layers whose outputs feed `layer`, in order."""
+    node = layer._inbound_nodes[0]
+    return [t._keras_history.operation.name for t in node.input_tensors]
+
+
+def set_weights(model: Any, value=None) -> None:
+    """Deterministic weights keyed by layer name and weight index, so two models with the
+    same layer names get the same numbers whatever their construction order. Batch-norm
+    variances stay positive. `value` ("ones") sets kernels to 1 and biases to 0 instead,
+    with batch norm the identity."""
+    for layer in model.layers:
+        weights = []
+        for i, w in enumerate(layer.weights):
+            shape, name = tuple(w.shape), w.path.rsplit("/", 1)[-1]
+            if value == "ones":
+                one = name in ("kernel", "depthwise_kernel", "pointwise_kernel", "gamma",
+                               "moving_variance")
+                weights.append(np.full(shape, 1.0 if one else 0.0, np.float32))
+                continue
+            rng = np.random.default_rng(zlib.crc32(f"{layer.name}/{i}".encode()))
+            fan_in = max(1, int(np.prod(shape[:-1])))
+            low, high = (0.5, 1.5) if name == "moving_variance" else (-1.0, 1.0)
+            scale = 1.0 if name in ("moving_variance", "gamma") else 1.0 / np.sqrt(fan_in)
+            weights.append((rng.uniform(low, high, shape) * scale).astype(np.float32))
+        if weights:
+            layer.set_weights(weights)

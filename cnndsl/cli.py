@@ -272,6 +272,14 @@ def fmt(
     return fmt_command(files, check, diff, align_comments)
 
 
+@app.command()
+def lsp() -> int:
+    """Run the language server over stdio (for editors)."""
+    from cnndsl.editor.lsp import serve
+
+    return serve()
+
+
 def _print_version(value: bool) -> None:
     if value:
         print(f"cnndsl {__version__}")

@@ -10,15 +10,15 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import ROOT
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from test_fuzz import FILES, SEEDS, SETTINGS, mutated_programs, programs
 
 from cnndsl import report
 from cnndsl.editor.fmt import FormatError, format_source
 from cnndsl.parser import parse
 from cnndsl.pipeline import analyse
-from tests.conftest import ROOT
-from tests.test_fuzz import FILES, SEEDS, SETTINGS, mutated_programs, programs
 
 FORMATTABLE = [p for p in FILES if parse(p.read_text())[0] is not None]
 

@@ -103,6 +103,16 @@ def test_canonical_layout() -> None:
     assert_safe(MESSY)
 
 
+def test_comment_lines_take_the_code_indentation() -> None:
+    text = ("network n {\n input 8x8x1\n   # the stem\n concat {\n# first path\n  | relu\n"
+            "        # second path\n  | relu\n      # still the second\n      relu\n"
+            "    # last\n    }\n}\n")
+    assert format_source(text) == (
+        "network n {\n    input 8x8x1\n    # the stem\n    concat {\n        # first path\n"
+        "        | relu\n        # second path\n        | relu\n          # still the second\n"
+        "          relu\n          # last\n    }\n}\n")
+
+
 def test_align_comments() -> None:
     text = "network n {\n    input 8x8x1 # a\n    conv 4 3x3 relu  # b\n\n    relu # c\n}\n"
     assert format_source(text, align_comments=True) == (
@@ -183,3 +193,12 @@ def test_command_leaves_broken_file(tmp_path: Path, cnndsl) -> None:
     assert run.returncode == 1 and "never closed" in run.stderr
     assert broken.read_text() == "network n {\n  conv   8 3x3\n"
     assert json.loads(cnndsl("check", "--json", str(broken)).stdout)["diagnostics"]
+
+
+def test_command_leaves_non_utf8_file(tmp_path: Path, cnndsl) -> None:
+    latin = tmp_path / "latin.cnn"
+    data = "# caf\xe9\nnetwork n {\ninput 8x8x1\n}\n".encode("latin-1")
+    latin.write_bytes(data)
+    run = cnndsl("fmt", str(latin))
+    assert run.returncode == 1 and "not UTF-8" in run.stderr
+    assert latin.read_bytes() == data

@@ -15,7 +15,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from cnndsl.diagnostics import Diagnostic, has_errors
+from cnndsl.diagnostics import Diagnostic, Renderer, has_errors
 from cnndsl.files import write_atomic
 from cnndsl.parser import parse
 
@@ -183,14 +183,14 @@ def _layout(raw: list[str]) -> list[_Line]:
 
 
 def _indent_comments(lines: list[_Line]) -> None:
-    """A comment line before a `|` or `}` line lines up with it; otherwise it keeps the
+    """A comment line just before a path's `|` lines up with the `|`; any other keeps the
     indentation a statement would have there (already set)."""
     following: _Line | None = None
     for line in reversed(lines):
         if line.code:
             following = line
         elif line.comment is not None and following is not None and \
-                following.code[0].text in {"|", "}"} and following.indent > line.indent:
+                following.code[0].text == "|":
             line.indent = following.indent
 
 
@@ -272,20 +272,22 @@ def format_source(text: str, align_comments: bool = False) -> str:
 def _read(name: str) -> str:
     if name == "-":
         return sys.stdin.read()
-    return Path(name).read_bytes().decode("utf-8", errors="replace")
+    return Path(name).read_bytes().decode("utf-8")  # strict: never write back mangled bytes
 
 
 def _one(name: str, check: bool, diff: bool, align_comments: bool) -> bool:
     """Format one file (or stdin); False when it has errors, or with --check, would change."""
-    from cnndsl.diagnostics import Renderer
-
-    text = _read(name)
     shown = "<stdin>" if name == "-" else name
+    try:
+        text = _read(name)
+    except UnicodeDecodeError:
+        print(f"error: `{shown}` left unchanged: it is not UTF-8 text", file=sys.stderr)
+        return False
     try:
         result = format_source(text, align_comments)
     except FormatError as err:
-        print(Renderer(shown, text).render_all(err.diagnostics) or f"error: {err}",
-              file=sys.stderr)
+        if err.diagnostics:
+            print(Renderer(shown, text).render_all(err.diagnostics) + "\n", file=sys.stderr)
         print(f"error: `{shown}` left unchanged: {err}", file=sys.stderr)
         return False
     if diff and result != text:

@@ -114,6 +114,11 @@ def test_vscode_extension_uses_the_grammar() -> None:
     assert package["contributes"]["languages"][0]["extensions"] == [".cnn"]
     assert "lsp" in package["contributes"]["configuration"]["properties"][
         "cnndsl.server.args"]["default"]
+    assert (EDITORS / "vscode" / package["main"]).is_file()
+    if shutil.which("node"):
+        check = subprocess.run(["node", "--check", str(EDITORS / "vscode" / package["main"])],
+                               capture_output=True, text=True, timeout=60)
+        assert check.returncode == 0, check.stderr
 
 
 @pytest.mark.parametrize("path", FILES, ids=lambda p: p.name)

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from cnndsl import ast
 from cnndsl.diagnostics import Diagnostic, Span, sort_key
+from cnndsl.graph import Scope
 from cnndsl.infer import Analysis, Layer, Totals
 from cnndsl.ops import OPS
 from cnndsl.ops.base import Op, fmt_shape
@@ -23,7 +24,6 @@ _WORD = re.compile(r"@?[A-Za-z_][A-Za-z0-9_]*")
 _BLOCK = re.compile(r"^[ \t]*block[ \t]+([A-Za-z_][A-Za-z0-9_]*)[ \t]*\(([^)]*)\)", re.M)
 _TOP = re.compile(r"^[ \t]*(network|block)\b", re.M)
 _ALIAS = re.compile(r"\bas[ \t]+([A-Za-z_][A-Za-z0-9_]*)")
-KEYWORDS = ("repeat", "if", "else", "as")
 
 
 @dataclass
@@ -109,7 +109,7 @@ class Document:
                     self.analyses.append(result.analysis)
         self.diagnostics = _dedupe(diagnostics)
         self._layers: dict[Pos, list[Layer]] = {}
-        self._scopes: dict[Pos, list[tuple[Analysis, object]]] = {}
+        self._scopes: dict[Pos, list[tuple[Analysis, Scope]]] = {}
         for a in self.analyses:
             for layer in a.layers:
                 self._layers.setdefault(_start(layer.node.span), []).append(layer)
@@ -152,8 +152,8 @@ class Document:
         parts = [p for p in parts if p]
         if not parts:
             return None
-        span = stmt.op.span if stmt is not None else word[1]  # type: ignore[index]
-        return "\n\n---\n\n".join(parts), span
+        span = stmt.op.span if stmt is not None else word[1] if word is not None else None
+        return "\n\n---\n\n".join(parts), span or Span.point(*pos)
 
     def _layer_text(self, stmt: ast.Stmt) -> str:
         layers = self._layers.get(_start(stmt.span), [])
@@ -174,10 +174,9 @@ class Document:
         if not found:
             return ""
         a, scope = found[0]
-        path = "/".join(scope.path)  # type: ignore[attr-defined]
-        out = fmt_shape(a.scope_output(scope))  # type: ignore[arg-type]
-        text = (f"**block {stmt.op.id}** `{path}` → `{out}`\n\n"
-                f"{_counts(a.scope_totals(scope))}")  # type: ignore[arg-type]
+        out = fmt_shape(a.scope_output(scope))
+        text = (f"**block {stmt.op.id}** `{'/'.join(scope.path)}` → `{out}`\n\n"
+                f"{_counts(a.scope_totals(scope))}")
         if len(found) > 1:
             text += f"\n\n(the first of {len(found)} calls)"
         return text
@@ -206,7 +205,7 @@ class Document:
     def _shapes(self, stmt: ast.Stmt) -> set[str]:
         key = _start(stmt.span)
         if stmt.is_call:
-            return {fmt_shape(a.scope_output(s)) for a, s in self._scopes.get(key, [])}  # type: ignore[arg-type]
+            return {fmt_shape(a.scope_output(s)) for a, s in self._scopes.get(key, [])}
         return {fmt_shape(layer.shape) for layer in self._layers.get(key, [])}
 
     # ------------------------------------------------------------------------- completion
@@ -243,7 +242,7 @@ class Document:
     def complete(self, pos: Pos) -> list[Completion]:
         line = self.lines[pos[0] - 1][:pos[1] - 1] if 0 < pos[0] <= len(self.lines) else ""
         segment = re.split(r"[;{|]", line)[-1]
-        typed = re.search(r"@?[A-Za-z_0-9]*$", segment).group()  # type: ignore[union-attr]
+        typed = re.findall(r"@?[A-Za-z_0-9]*$", segment)[0]  # the word being typed
         if typed.startswith("@"):
             return [Completion("@" + n, "ref", "a layer named earlier") for n in self.refs(pos)]
         call = re.search(r"([A-Za-z_][A-Za-z0-9_]*)\(([^()]*)$", segment)

@@ -118,6 +118,16 @@ def test_completion(client: LspClient) -> None:
 def test_definition(client: LspClient) -> None:
     found = client.request("textDocument/definition", _at(8, 6))
     assert found["uri"] == URI and found["range"]["start"] == {"line": 0, "character": 6}
+    client.notify("textDocument/didChange", {
+        "textDocument": {"uri": URI, "version": 9},
+        "contentChanges": [{"text": TEXT.replace("    flatten\n", "    add @first @u1\n")}]})
+    client.diagnostics(URI)
+    found = client.request("textDocument/definition", _at(13, 17))
+    assert found["range"] == {"start": {"line": 7, "character": 21},
+                              "end": {"line": 7, "character": 23}}  # `as u1`
+    client.notify("textDocument/didChange", {
+        "textDocument": {"uri": URI, "version": 10}, "contentChanges": [{"text": TEXT}]})
+    client.diagnostics(URI)
 
 
 def test_document_symbols(client: LspClient) -> None:

@@ -254,6 +254,32 @@ def evaluate(
     return evaluate_command(run, data=data, dataset=dataset)
 
 
+@app.command()
+def fmt(
+    files: Annotated[list[str], typer.Argument(
+        help="The .cnn files (`-`: read stdin, write stdout).", show_default=False,
+        metavar="FILE...")],
+    check: Annotated[bool, typer.Option(
+        "--check", help="Change nothing; exit 1 if a file is not formatted.")] = False,
+    diff: Annotated[bool, typer.Option(
+        "--diff", help="Print the changes as a diff instead of writing them.")] = False,
+    align_comments: Annotated[bool, typer.Option(
+        "--align-comments", help="Line up the comments after code in each paragraph.")] = False,
+) -> int:
+    """Rewrite files in the canonical layout (never one with syntax errors)."""
+    from cnndsl.editor.fmt import fmt_command
+
+    return fmt_command(files, check, diff, align_comments)
+
+
+@app.command()
+def lsp() -> int:
+    """Run the language server over stdio (for editors)."""
+    from cnndsl.editor.lsp import serve
+
+    return serve()
+
+
 def _print_version(value: bool) -> None:
     if value:
         print(f"cnndsl {__version__}")

@@ -1,0 +1,1 @@
+"""Editor support: the formatter (`cnndsl fmt`) and the language server (`cnndsl lsp`)."""

@@ -38,8 +38,6 @@ PENDING = {
                       "rate, `max`/`ceil`/`if` for widths, depths, fused blocks (issue 11)",
     "EfficientNet": "needs `normalization`, `dropout noise_shape`, a per-block drop rate, "
                     "`max`/`ceil`/`if` for widths and depths (issue 11)",
-    "NASNet": "needs references to two earlier tensors per cell (issue 10), `crop`, "
-              "`if` on shapes (issue 11)",
 }
 
 

@@ -412,7 +412,48 @@ def call_lines(head: str, args: list[str], tail: str, indent: int) -> list[str]:
     one = f"{head}({', '.join(args)}){tail}"
     if _fits(indent, one) or not args:
         return [one]
-    return [f"{head}(", *(f"{INDENT}{a}," for a in args), f"){tail}"]
+    return [f"{head}(", *(INDENT + line for a in args for line in _item_lines(a, indent + 1)),
+            f"){tail}"]
+
+
+def _item_lines(item: str, indent: int) -> list[str]:
+    """One argument or tuple element and its comma; a bracketed value that does not fit is
+    wrapped as `ruff format` wraps it, one element a line (`crop=(` ... `),`), recursively."""
+    split = None if _fits(indent, item + ",") else _split_brackets(item)
+    if split is None:
+        return [item + ","]
+    head, items = split
+    return [head + "(", *(INDENT + line for i in items for line in _item_lines(i, indent + 1)),
+            "),"]
+
+
+def _split_brackets(text: str) -> tuple[str, list[str]] | None:
+    """`key=(a, (b, c))` as (`key=`, [`a`, `(b, c)`]): a keyword, name or call head and the
+    top-level elements of the parentheses that end the text; None for any other form."""
+    depth, start, items = 0, None, []
+    for i, ch in enumerate(text):
+        if ch in "\"'":
+            return None  # strings: never wrapped
+        if ch in "([{":
+            depth += 1
+            if depth == 1 and ch == "(" and start is None:
+                start = last = i + 1
+        elif ch in ")]}":
+            depth -= 1
+            if depth == 0 and start is not None:
+                if i != len(text) - 1:
+                    return None
+                items.append(text[last:i])
+        elif ch == "," and depth == 1 and start is not None:
+            items.append(text[last:i])
+            last = i + 1
+    head = text[:start - 1] if start is not None else ""
+    if start is None or not re.fullmatch(r"(\w+=)?[\w.]*", head):
+        return None
+    if len(items) == 1 and (head == "" or head.endswith("=")):
+        return None  # `(a + b)` is a group, not a tuple: a comma would make it one
+    items = [i.strip() for i in items]
+    return head, [i for i in items if i]
 
 
 @dataclass

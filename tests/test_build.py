@@ -15,7 +15,7 @@ import pytest
 from conftest import EXAMPLES, ROOT, example_networks, example_params
 
 from cnndsl import report
-from cnndsl.codegen import build_command, generate, identifier, literal, string_literal
+from cnndsl.codegen import build_command, call_lines, generate, identifier, literal, string_literal
 from cnndsl.pipeline import analyse
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -123,6 +123,20 @@ def test_generated_code_passes_ruff(tmp_path):
     files = sorted(str(p) for p in tmp_path.glob("*.py"))
     assert len(files) == len(EXAMPLE_NETWORKS)
     assert_ruff_clean(files, RUFF_FORMAT, ["check", "--isolated"], RUFF_STRICT)
+
+
+def test_long_tuple_arguments_wrap_as_ruff_format_does():
+    """U-Net's symbolic crop and NASNet's correct_pad do not fit on a line: a bracketed
+    argument is split one element a line, recursively; a parenthesised group is not (a
+    comma would make it a tuple)."""
+    wide = "(skip.shape[1] - 2 * inputs.shape[1]) // 2"
+    lines = call_lines("x = layers.Cropping2D", [f"cropping=(({wide}, {wide}), (1, 1))",
+                                                 'name=f"{name}.crop_1"'], "(x)", 1)
+    assert lines == ["x = layers.Cropping2D(", "    cropping=(", "        (",
+                     f"            {wide},", f"            {wide},", "        ),",
+                     "        (1, 1),", "    ),", '    name=f"{name}.crop_1",', ")(x)"]
+    group = "units=(" + " + ".join(["inputs.shape[-1]"] * 6) + ")"
+    assert call_lines("x = layers.Dense", [group], "(x)", 1)[1] == f"    {group},"
 
 
 def test_plain_chain_is_sequential_and_compiles_as_train_does(tmp_path, keras):

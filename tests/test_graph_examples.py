@@ -104,6 +104,34 @@ def googlenet_aux_oracle() -> tuple[keras.Model, dict]:
     return keras.Model(inputs, [main, aux1, aux2]), rec.shapes
 
 
+@cache
+def unet_oracle() -> tuple[keras.Model, dict]:
+    """Ronneberger et al. 2015, Figure 1: valid 3x3 convolutions, 2x2 max pools, 2x2
+    up-convolutions halving the channels, cropped skips, a 1x1 two-class head."""
+    keras.backend.clear_session()
+    rec = Recorder()
+
+    def double_conv(x, filters):
+        for _ in range(2):
+            x = rec(layers.Conv2D(filters, 3, activation="relu"), x)
+        return x
+
+    inputs = keras.Input((572, 572, 1))
+    x, skips = inputs, []
+    for filters in (64, 128, 256, 512):
+        x = double_conv(x, filters)
+        skips.append(x)
+        x = rec(layers.MaxPooling2D(2), x)
+    x = double_conv(x, 1024)
+    for filters, skip in zip((512, 256, 128, 64), reversed(skips), strict=True):
+        x = rec(layers.Conv2DTranspose(filters, 2, strides=2), x)
+        margin = (skip.shape[1] - x.shape[1]) // 2
+        skip = rec(layers.Cropping2D(margin), skip)
+        x = double_conv(rec(layers.Concatenate(), [skip, x]), filters)
+    out = rec(layers.Conv2D(2, 1, activation="softmax"), x)
+    return keras.Model(inputs, out), rec.shapes
+
+
 def _weights(ws) -> int:
     return sum(math.prod(w.shape) for w in ws)
 
@@ -135,3 +163,14 @@ def test_siamese_equals_the_papers_network():
 def test_googlenet_aux_equals_the_papers_network():
     model, shapes = googlenet_aux_oracle()
     assert_equals_oracle("googlenet_aux.cnn", model, shapes)
+
+
+def test_unet_equals_the_papers_network():
+    model, shapes = unet_oracle()
+    assert_equals_oracle("unet.cnn", model, shapes)
+    assert [tuple(t.shape[1:]) for t in model.outputs] == [(388, 388, 2)]
+    # The header states the oracle's total, and check's MACs.
+    result = analyse((EXAMPLES / "unet.cnn").read_text())
+    macs = report.human(result.analysis.totals.macs)
+    assert f"{model.count_params():,} params (all trainable); {macs} MACs." in \
+        (EXAMPLES / "unet.cnn").read_text()

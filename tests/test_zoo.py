@@ -56,10 +56,11 @@ PROVED = {
     "VGG16", "VGG19", "ResNet50", "ResNet101", "ResNet152", "ResNet50V2", "ResNet101V2",
     "ResNet152V2", "DenseNet121", "DenseNet169", "DenseNet201", "InceptionV3",
     "InceptionResNetV2", "Xception", "MobileNet", "MobileNetV2", "MobileNetV3Small",
-    "MobileNetV3Large",
+    "MobileNetV3Large", "NASNetMobile", "NASNetLarge",
 }
 # Keras models that take the longest to build (several seconds each on 2 cores).
-SLOW = {"DenseNet169", "DenseNet201", "InceptionResNetV2", "ResNet152", "ResNet152V2"}
+SLOW = {"DenseNet169", "DenseNet201", "InceptionResNetV2", "ResNet152", "ResNet152V2",
+        "NASNetMobile", "NASNetLarge"}
 
 
 def _count(weights) -> int:

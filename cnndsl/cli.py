@@ -15,6 +15,7 @@ from typer.main import get_command
 
 from cnndsl import __version__
 from cnndsl.diagnostics import ERROR, WARNING, Renderer
+from cnndsl.safetext import shown
 
 EXIT_ERRORS, EXIT_USAGE, EXIT_INTERNAL = 1, 2, 70
 
@@ -52,7 +53,7 @@ def _exit_on_click_error(err: Exception) -> None:
 
 
 def _fail(message: str, code: int = EXIT_USAGE) -> None:
-    print(f"error: {message}", file=sys.stderr)
+    print(f"error: {shown(message)}", file=sys.stderr)
     sys.exit(code)
 
 
@@ -74,14 +75,14 @@ def colour_for(stream: Any) -> bool:
 
 
 def read_source(path: Path) -> str:
+    """The file's text, within the limits of cnndsl.limits; else a one-line error, exit 2."""
+    from cnndsl.limits import SourceError
+    from cnndsl.limits import read_source as read
+
     try:
-        return path.read_bytes().decode("utf-8", errors="replace")
-    except FileNotFoundError:
-        _fail(f"cannot read `{path}`: no such file")
-    except IsADirectoryError:
-        _fail(f"cannot read `{path}`: it is a folder")
-    except OSError as err:
-        _fail(f"cannot read `{path}`: {err.strerror}")
+        return read(path)
+    except SourceError as err:
+        _fail(str(err))
     raise AssertionError  # unreachable: _fail exits
 
 
@@ -89,6 +90,7 @@ def _summary(diagnostics: list, filename: str) -> str | None:
     errors = sum(d.severity == ERROR for d in diagnostics)
     warnings = sum(d.severity == WARNING for d in diagnostics)
     plural = lambda n, w: f"{n} {w}{'s' if n != 1 else ''}"  # noqa: E731
+    filename = shown(filename)
     if errors:
         extra = f" and {plural(warnings, 'warning')}" if warnings else ""
         return f"error: `{filename}` has {plural(errors, 'error')}{extra}"
@@ -129,10 +131,10 @@ def check(
         print(json.dumps(report.to_json(result, name), indent=2))
         return 0 if result.ok else EXIT_ERRORS
     renderer = Renderer(name, source, colour_for(sys.stderr))
-    for d in result.diagnostics:
-        print(renderer.render(d) + "\n", file=sys.stderr)
+    for block in renderer.blocks(result.diagnostics):
+        print(block + "\n", file=sys.stderr)
     if result.ok and result.analysis is not None:
-        print(report.table(result.analysis, name, colour_for(sys.stdout)))
+        print(report.table(result.analysis, shown(name), colour_for(sys.stdout)))
     summary = _summary(result.diagnostics, name)
     if summary:
         print(summary, file=sys.stderr)

@@ -37,10 +37,11 @@ from typing import Any
 from cnndsl import __version__, ast
 from cnndsl.diagnostics import CnnError, Diagnostic
 from cnndsl.elaborate import Elaborator
-from cnndsl.files import write_atomic
+from cnndsl.files import InputOverwriteError, WriteError, refuse_input, write_atomic
 from cnndsl.infer import Analysis
 from cnndsl.ops import OPS
 from cnndsl.ops.base import KerasLayer, Op
+from cnndsl.safetext import shown
 from cnndsl.values import Deferred, Symbolic, TensorRef, Word, evaluate, is_symbolic
 
 MAX_LOOP_DEPTH = 8  # deeper `repeat` nests are written out (Python nests 20 blocks at most)
@@ -839,9 +840,14 @@ def build_command(file: Path, out: str | None, network: str | None) -> int:
     from cnndsl.pipeline import NetworkChoiceError
 
     target = None if out == "-" else Path(out) if out else file.with_suffix(".py")
-    if target is not None and (target.suffix != ".py" or _same_file(target, file)):
-        why = "would overwrite the input" if _same_file(target, file) else "must end in .py"
-        print(f"error: the output `{target}` {why}", file=sys.stderr)
+    if target is not None and target.suffix != ".py":
+        _error(f"the output `{target}` must end in .py")
+        return EXIT_USAGE
+    try:
+        if target is not None:
+            refuse_input(target, [file])
+    except InputOverwriteError as err:
+        _error(str(err))
         return EXIT_USAGE
     try:
         source = read_source(file)
@@ -850,11 +856,11 @@ def build_command(file: Path, out: str | None, network: str | None) -> int:
     try:
         code, diagnostics = generate(source, str(file), network)
     except NetworkChoiceError as err:
-        print(f"error: {err}", file=sys.stderr)
+        _error(str(err))
         return EXIT_USAGE
     renderer = Renderer(str(file), source, colour_for(sys.stderr))
-    for d in diagnostics:
-        print(renderer.render(d) + "\n", file=sys.stderr)
+    for block in renderer.blocks(diagnostics):
+        print(block + "\n", file=sys.stderr)
     summary = _summary(diagnostics, str(file))
     if summary:
         print(summary, file=sys.stderr)
@@ -865,18 +871,15 @@ def build_command(file: Path, out: str | None, network: str | None) -> int:
         return 0
     try:
         write_atomic(target, code)
-    except OSError as err:
-        print(f"error: cannot write `{target}`: {err.strerror or err}", file=sys.stderr)
+    except WriteError as err:
+        _error(str(err))
         return EXIT_USAGE
-    print(f"wrote {target}", file=sys.stderr)
+    print(f"wrote {shown(str(target))}", file=sys.stderr)
     return 0
 
 
-def _same_file(a: Path, b: Path) -> bool:
-    try:
-        return a.resolve() == b.resolve()
-    except OSError:
-        return False
+def _error(message: str) -> None:
+    print(f"error: {shown(message)}", file=sys.stderr)
 
 
 def _normalise(kind: str, v: Any) -> Any:

@@ -31,6 +31,7 @@ from typing import Any
 
 from cnndsl.diagnostics import Diagnostic, Renderer, has_errors, sort_key
 from cnndsl.files import replacing, write_atomic
+from cnndsl.safetext import shown
 from cnndsl.train_config import ConfigError, TrainConfig, apply_overrides, validate_train
 
 RUN, STATE, HISTORY, MODEL, METRICS = (
@@ -54,7 +55,7 @@ class Fail(Exception):
 
 
 def note(message: str) -> None:
-    print(f"note: {message}", file=sys.stderr, flush=True)
+    print(f"note: {shown(message)}", file=sys.stderr, flush=True)
 
 
 # ----------------------------------------------------------------------------- files
@@ -152,8 +153,8 @@ def analyse_source(source: str, name: str, network: str | None, show: bool = Tru
 def _render(diagnostics: list[Diagnostic], name: str, source: str) -> None:
     colour = sys.stderr.isatty() and not os.environ.get("NO_COLOR")
     renderer = Renderer(name, source, colour)
-    for d in diagnostics:
-        print(renderer.render(d) + "\n", file=sys.stderr)
+    for block in renderer.blocks(diagnostics):
+        print(block + "\n", file=sys.stderr)
 
 
 def _new_folder(out: Path | None, network: str) -> Path:
@@ -200,17 +201,17 @@ def train_command(file: Path | None = None, *, network: str | None = None,
                 return EXIT_OK
         return _train(*started, verbose)
     except Fail as err:
-        print(f"error: {err.message}", file=sys.stderr)
+        print(f"error: {shown(err.message)}", file=sys.stderr)
         return err.code
 
 
 def _read(file: Path) -> str:
+    from cnndsl.limits import SourceError, read_source
+
     try:
-        return file.read_bytes().decode("utf-8", errors="replace")
-    except FileNotFoundError as err:
-        raise Fail(f"cannot read `{file}`: no such file", EXIT_USAGE) from err
-    except OSError as err:
-        raise Fail(f"cannot read `{file}`: {err.strerror}", EXIT_USAGE) from err
+        return read_source(file)
+    except SourceError as err:
+        raise Fail(str(err), EXIT_USAGE) from err
 
 
 def _with_overrides(config: TrainConfig, overrides: Mapping[str, Any]) -> TrainConfig:
@@ -770,7 +771,7 @@ def evaluate_command(folder: Path, *, data: Path | None = None,
         model.compile(loss=prepared.loss, metrics=_metrics(run.config, keras))
         scores = evaluate_model(model, prepared, run.config.batch)
     except Fail as err:
-        print(f"error: {err.message}", file=sys.stderr)
+        print(f"error: {shown(err.message)}", file=sys.stderr)
         return err.code
     acc = scores.get("accuracy")
     print(f"{path}: test loss {scores['loss']:.4f}"

@@ -52,3 +52,29 @@ def decode_source(raw: bytes, path: Path | str) -> str:
         raise SourceError(f"`{path}` is not UTF-8 text (byte 0x{raw[err.start]:02x} at line "
                           f"{line}, column {column}); save it as UTF-8") from err
     return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+# Training holds float32 weights, their gradients and (Adam) two optimizer slots per weight.
+TRAINING_COPIES = 4
+
+
+def training_bytes(params: int) -> int:
+    """The least memory training a network of `params` parameters takes (float32)."""
+    return params * 4 * TRAINING_COPIES
+
+
+def available_memory() -> int | None:
+    """The memory this machine can give a new process now (Linux), else its total."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        import os
+
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None

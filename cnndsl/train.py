@@ -20,6 +20,7 @@ import concurrent.futures
 import csv
 import io
 import json
+import math
 import os
 import sys
 import time
@@ -30,7 +31,8 @@ from pathlib import Path
 from typing import Any
 
 from cnndsl.diagnostics import Diagnostic, Renderer, has_errors, sort_key
-from cnndsl.files import replacing, write_atomic
+from cnndsl.files import WriteError, replacing, write_atomic
+from cnndsl.runstate import RunFolderError, inside, read_state
 from cnndsl.safetext import shown
 from cnndsl.train_config import ConfigError, TrainConfig, apply_overrides, validate_train
 
@@ -79,6 +81,29 @@ def save_model(model: Any, path: Path) -> None:
         model.save(tmp)
 
 
+def load_keras(path: Path, keras: Any) -> Any:
+    """A saved model, or Fail naming the file: missing, damaged, or refused for safety."""
+    import zipfile
+
+    if not path.is_file():
+        raise Fail(f"`{path}` is missing; the run folder is incomplete")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            damaged = archive.testzip()
+    except (OSError, zipfile.BadZipFile, EOFError):
+        damaged = path.name
+    if damaged is not None:
+        raise Fail(f"`{path}` is damaged (empty or cut short: not a whole .keras file)")
+    try:
+        return keras.models.load_model(path)  # safe_mode: no code from the file runs
+    except Exception as err:  # Keras raises ValueError, TypeError, KeyError... for bad files
+        if "safe_mode" in str(err):
+            raise Fail(f"`{path}` holds Python code (such as a Lambda layer) that Keras "
+                       "refuses to load for safety; cnndsl never saves one") from err
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise Fail(f"`{path}` cannot be loaded as a Keras model ({first})") from err
+
+
 def save_weights(model: Any, path: Path) -> None:
     with replacing(path) as tmp:
         model.save_weights(tmp)
@@ -124,7 +149,7 @@ class Run:
         try:
             return Run(folder, spec["source"], spec["file"], spec["network"], spec["data"],
                        TrainConfig.from_json(spec["config"]),
-                       spec.get("mixed_precision", False), read_json(folder / STATE) or {},
+                       spec.get("mixed_precision", False), read_state(folder),
                        tuple(spec.get("devices", ())))
         except (KeyError, TypeError) as err:
             raise Fail(f"`{folder / RUN}` is damaged ({err})") from err
@@ -147,7 +172,20 @@ def analyse_source(source: str, name: str, network: str | None, show: bool = Tru
         _render(diagnostics, name, source)
     if has_errors(diagnostics) or result.analysis is None:
         raise Fail(f"`{name}` has errors; see `cnndsl check {name}`")
+    _check_memory(result.analysis, name)
     return result.analysis, config
+
+
+def _check_memory(analysis: Any, name: str) -> None:
+    """Refuse, before Keras allocates anything, a network this machine cannot hold."""
+    from cnndsl.limits import available_memory, training_bytes
+
+    params = analysis.totals.params
+    need, have = training_bytes(params), available_memory()
+    if have is not None and need > have:
+        raise Fail(f"`{name}` has {params:,} parameters: training needs at least "
+                   f"{need / 1024**3:,.1f} GB (weights, gradients, optimizer state) but this "
+                   f"machine has {have / 1024**3:,.1f} GB available; make the network smaller")
 
 
 def _render(diagnostics: list[Diagnostic], name: str, source: str) -> None:
@@ -165,8 +203,32 @@ def _new_folder(out: Path | None, network: str) -> Path:
         while out.exists():
             n += 1
             out = Path("runs") / f"{network}-{stamp}-{n}"
-    out.mkdir(parents=True, exist_ok=True)
+    if out.exists() and not out.is_dir():
+        raise Fail(f"--out `{out}` is an existing file, not a run folder; choose another --out",
+                   EXIT_USAGE)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise Fail(f"cannot make the run folder `{out}`: {err.strerror or err}") from err
     return out
+
+
+_HELD: list[Callable[[], None]] = []  # the run-folder locks this process holds
+
+
+def _lock(folder: Path) -> None:
+    """Own the run folder until the command ends (runlock.py); a second trainer is refused."""
+    from cnndsl.runlock import LockError, acquire
+
+    try:
+        _HELD.append(acquire(folder, note))
+    except LockError as err:
+        raise Fail(str(err)) from err
+
+
+def _unlock_all() -> None:
+    while _HELD:
+        _HELD.pop()()
 
 
 # ----------------------------------------------------------------------------- commands
@@ -200,9 +262,11 @@ def train_command(file: Path | None = None, *, network: str | None = None,
             if started is None:
                 return EXIT_OK
         return _train(*started, verbose)
-    except Fail as err:
-        print(f"error: {shown(err.message)}", file=sys.stderr)
-        return err.code
+    except (Fail, WriteError, RunFolderError) as err:
+        print(f"error: {shown(str(err))}", file=sys.stderr)
+        return err.code if isinstance(err, Fail) else EXIT_ERRORS
+    finally:
+        _unlock_all()
 
 
 def _read(file: Path) -> str:
@@ -248,6 +312,10 @@ def _started(file: Path, network: str | None, out: Path | None, data: Path | Non
         run.folder = Path(out or ".")  # _joins_run insisted on --out
         return run, analysis, prepared, loaded
     run.folder = _new_folder(out, analysis.graph.network)
+    _lock(run.folder)
+    if (run.folder / RUN).exists():  # another trainer made it since the check above
+        raise Fail(f"`{run.folder}` already holds a run; continue it with `--resume "
+                   f"{run.folder}` or choose another --out", EXIT_USAGE)
     write_json(run.folder / RUN, run.to_json())
     return run, analysis, prepared, loaded
 
@@ -276,19 +344,35 @@ def _resumed(folder: Path, data: Path | None, overrides: Mapping[str, Any],
         run.devices = _devices(devices)
     run.writes = _writes(run.config)
     if run.writes:
+        _lock(folder)
+        run.state = read_state(folder)  # as the lock found it
         for stale in [*folder.glob(".tmp-*"), *folder.glob(".*.tmp")]:  # left by a killed run
             stale.unlink(missing_ok=True)
         _sync_history(folder)
     done, state = run.state.get("epoch", 0), run.state
-    if done >= run.config.epochs or state.get("stopped_early"):
+    if _epochs_done(run) and _final_files(folder):
         why = "early stopping ended it" if state.get("stopped_early") else "give a larger --epochs"
         print(f"`{folder}` is complete after {done} epochs; nothing to resume ({why})")
         return None
+    if _epochs_done(run):
+        note(f"`{folder}` finished its {done} epochs but not its final files; writing them")
     analysis, _ = analyse_source(run.source, run.file, run.network, show=False)
     prepared, loaded = _load_data(run, analysis)
     if run.writes:
         write_json(folder / RUN, run.to_json())  # a longer --epochs holds for later resumes
     return run, analysis, prepared, loaded
+
+
+def _epochs_done(run: Run) -> bool:
+    """Every epoch trained (or early stopping ended the run): only the final files remain."""
+    return run.state.get("epoch", 0) >= run.config.epochs or bool(
+        run.state.get("stopped_early"))
+
+
+def _final_files(folder: Path) -> bool:
+    """model.keras and metrics.json both whole: state.json says so once they are written."""
+    return bool(read_state(folder).get("done")) and all(
+        (folder / name).is_file() for name in (MODEL, METRICS))
 
 
 def _writes(config: TrainConfig) -> bool:
@@ -331,11 +415,15 @@ def _train(run: Run, analysis: Any, prepared: Any, data: Any, verbose: int | Non
         return _train_multiworker(run, analysis, prepared, data, plan, device, keras)
     with plan.strategy.scope():  # variables made here are mirrored on every replica
         if done:
-            model = keras.models.load_model(run.folder / state["checkpoint"])
+            model = load_keras(inside(run.folder, state["checkpoint"], "checkpoint"), keras)
         else:
             model = _compiled(analysis, config, prepared, run.mixed_precision, keras,
                               plan.global_batch(config.batch), plan.name == "one")
-    fitted = _fit(model, run, prepared, verbose, keras, plan.global_batch(config.batch))
+    if _epochs_done(run):  # killed after its last epoch: finish it as that epoch left it
+        _restore_best(model, run)
+        fitted = Fitted(list(state.get("history", [])), list(state.get("seconds", [])))
+    else:
+        fitted = _fit(model, run, prepared, verbose, keras, plan.global_batch(config.batch))
     if fitted.interrupted:
         return _interrupted(run, fitted)
     metrics = _finish(model, run, prepared, data, fitted, device, plan,
@@ -347,7 +435,7 @@ def _train(run: Run, analysis: Any, prepared: Any, data: Any, verbose: int | Non
 def _sync_history(folder: Path) -> list[dict[str, Any]]:
     """history.csv written again from state.json, the commit point: a kill or Ctrl-C can
     land between the two writes, leaving history.csv one epoch behind."""
-    committed = (read_json(folder / STATE) or {}).get("history", [])
+    committed = read_state(folder).get("history", [])
     write_atomic(folder / HISTORY, history_csv(committed))
     return committed
 
@@ -404,9 +492,9 @@ def _train_multiworker(run: Run, analysis: Any, prepared: Any, data: Any, plan: 
                                              scratch or run.folder / "checkpoints")
         # Read again now that every worker has joined: no worker of the old cluster is left
         # to commit an epoch, so all of them resume from the same one.
-        run.state = read_json(run.folder / STATE) or {}
+        run.state = read_state(run.folder)
         if run.state.get("epoch"):
-            checkpoints.restore(run.folder / run.state["checkpoint"])
+            checkpoints.restore(inside(run.folder, run.state["checkpoint"], "checkpoint"))
         fitted = _loop_epochs(run, loop, checkpoints, prepared)
         if fitted.interrupted:
             return _interrupted(run, fitted)
@@ -556,8 +644,9 @@ def _callbacks(run: Run, keras: Any, history: list[dict[str, Any]],
             if saved:
                 self.wait, self.best = saved["wait"], saved["best"]
                 self.best_epoch = saved["best_epoch"]
-                best = folder / str(saved.get("best_weights"))
-                if self.restore_best_weights and best.is_file():
+                best = saved.get("best_weights")
+                best = inside(folder, best, "best-weights file") if best else None
+                if self.restore_best_weights and best is not None and best.is_file():
                     self.best_weights = _weights_from(self.model, best)
 
     early = None
@@ -574,10 +663,26 @@ def _callbacks(run: Run, keras: Any, history: list[dict[str, Any]],
             seconds.append(time.perf_counter() - self.started)
             row = {"epoch": epoch + 1, **{k: float(v) for k, v in (logs or {}).items()},
                    "seconds": round(seconds[-1], 3)}
+            bad = [k for k, v in row.items() if not math.isfinite(v)]
+            if bad:  # never committed: the run stays resumable from the last sound epoch
+                raise Fail(f"training diverged: {bad[0]} became {row[bad[0]]} in epoch "
+                           f"{epoch + 1}; nothing of that epoch was saved; try a lower --lr "
+                           "(or check the data)")
             history.append(row)
             _commit(self.model, folder, history, seconds, early)
 
-    return [c for c in (early, Checkpoint()) if c is not None]
+    # TerminateOnNaN ends a diverged epoch early; Checkpoint then refuses to commit it.
+    return [c for c in (keras.callbacks.TerminateOnNaN(), early, Checkpoint()) if c is not None]
+
+
+def _restore_best(model: Any, run: Run) -> None:
+    """The best weights, as early stopping with restore_best gives them at the end of fit."""
+    es_config, saved = run.config.early_stopping, run.state.get("early_stopping") or {}
+    if es_config is not None and es_config.restore_best and saved.get("best_weights"):
+        path = inside(run.folder, saved["best_weights"], "best-weights file")
+        if not path.is_file():
+            raise Fail(f"`{path}` is missing; the run folder is incomplete")
+        model.load_weights(path)
 
 
 def _weights_from(model: Any, path: Path) -> list[Any]:
@@ -607,18 +712,22 @@ def _commit(model: Any, folder: Path, history: list[dict[str, Any]], seconds: li
             keep.add(best_weights)
             if early.best_epoch == epoch - 1:
                 save_weights(model, folder / best_weights)
-    _commit_state(folder, history, seconds, checkpoint, es_state)
+    # Early stopping's decision is committed with the epoch that made it: a run killed
+    # before its final files is finished by `--resume`, not trained one epoch further.
+    _commit_state(folder, history, seconds, checkpoint, es_state, bool(model.stop_training))
     for old in [*folder.glob("checkpoint-*.keras"), *folder.glob("best-*.weights.h5")]:
         if old.name not in keep:
             old.unlink(missing_ok=True)
 
 
 def _commit_state(folder: Path, history: list[dict[str, Any]], seconds: list[float],
-                  checkpoint: str, es_state: dict[str, Any] | None = None) -> None:
+                  checkpoint: str, es_state: dict[str, Any] | None = None,
+                  stopped_early: bool = False) -> None:
     """state.json, the commit point, names a checkpoint already on disk; then history.csv."""
     write_json(folder / STATE, {"epoch": len(history), "checkpoint": checkpoint,
                                 "history": history, "seconds": seconds,
-                                "early_stopping": es_state, "done": False})
+                                "early_stopping": es_state, "done": False,
+                                "stopped_early": stopped_early})
     write_atomic(folder / HISTORY, history_csv(history))
 
 
@@ -696,7 +805,7 @@ def _finish(model: Any, run: Run, prepared: Any, data: Any, fitted: Fitted, devi
     write_json(run.folder / METRICS, metrics)
     pictures.result()  # re-raises a drawing error here
     drawing.shutdown()
-    state = read_json(run.folder / STATE) or {}
+    state = read_state(run.folder)
     stopped_early = len(fitted.history) < run.config.epochs
     write_json(run.folder / STATE, {**state, "done": True, "stopped_early": stopped_early})
     return metrics
@@ -761,18 +870,18 @@ def evaluate_command(folder: Path, *, data: Path | None = None,
             if not checkpoint:
                 raise Fail(f"`{folder}` has no saved model yet (no epoch has finished)")
             note(f"the run is unfinished: evaluating its last checkpoint ({checkpoint})")
-            path = folder / checkpoint
+            path = inside(folder, checkpoint, "checkpoint")
         analysis, _ = analyse_source(run.source, run.file, run.network, show=False)
         prepared, loaded = _load_data(run, analysis)
         keras = _setup(run.config.seed)
-        model = (keras.models.load_model(path) if path.suffix == ".keras"
+        model = (load_keras(path, keras) if path.suffix == ".keras"
                  else _from_tf_checkpoint(analysis, path))
         # The data given now may label classes differently (one-hot or not): compile anew.
         model.compile(loss=prepared.loss, metrics=_metrics(run.config, keras))
         scores = evaluate_model(model, prepared, run.config.batch)
-    except Fail as err:
-        print(f"error: {shown(err.message)}", file=sys.stderr)
-        return err.code
+    except (Fail, RunFolderError) as err:
+        print(f"error: {shown(str(err))}", file=sys.stderr)
+        return err.code if isinstance(err, Fail) else EXIT_ERRORS
     acc = scores.get("accuracy")
     print(f"{path}: test loss {scores['loss']:.4f}"
           + (f", test accuracy {acc:.2%}" if acc is not None else "")

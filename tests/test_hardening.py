@@ -47,20 +47,19 @@ def test_a_symlinked_target_is_replaced_not_written_through(tmp_path):
 
 def test_an_unwritable_folder_names_the_file(tmp_path):
     # /proc/self takes no new files, even for root (a chmod 555 folder does not stop root)
-    with pytest.raises(WriteError, match="cannot write `/proc/self/state.json`"):
+    with pytest.raises(WriteError, match=r"cannot write `/proc/self/state\.json`"):
         write_atomic(Path("/proc/self/state.json"), "next")
 
 
 def test_a_full_disk_names_the_file(tmp_path):
     if not Path("/dev/full").exists():
         pytest.skip("no /dev/full on this system")
-    with pytest.raises(WriteError, match="No space left"):
-        with replacing(tmp_path / "x.bin") as tmp:
-            tmp.unlink()
-            tmp.symlink_to("/dev/full")  # a disk with no space left, for this one file
-            with open(tmp, "wb") as f:  # as Keras or matplotlib write the path they are given
-                f.write(b"x" * 65536)
-                f.flush()
+    with pytest.raises(WriteError, match="No space left"), replacing(tmp_path / "x.bin") as tmp:
+        tmp.unlink()
+        tmp.symlink_to("/dev/full")  # a disk with no space left, for this one file
+        with open(tmp, "wb") as f:  # as Keras or matplotlib write the path they are given
+            f.write(b"x" * 65536)
+            f.flush()
     assert not (tmp_path / "x.bin").exists()
 
 

@@ -6,6 +6,7 @@ Exit codes: 0 no errors (warnings allowed), 1 the file has errors, 2 usage error
 from __future__ import annotations
 
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -49,7 +50,9 @@ def _exit_on_click_error(err: Exception) -> None:
         sys.exit(EXIT_USAGE)
     ctx = getattr(err, "ctx", None)
     where = f"cnndsl {ctx.info_name} --help" if ctx is not None and ctx.parent else "cnndsl --help"
-    _fail(f"{err.format_message()} (see `{where}`)", err.exit_code or EXIT_USAGE)
+    # typer and click both suggest a close command name: say it once
+    message = re.sub(r"( Did you mean [^?]*\?)\1+", r"\1", err.format_message())
+    _fail(f"{message} (see `{where}`)", err.exit_code or EXIT_USAGE)
 
 
 def _fail(message: str, code: int = EXIT_USAGE) -> None:

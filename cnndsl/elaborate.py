@@ -156,7 +156,8 @@ class Elaborator:
                  inputs: tuple[int | None, ...], input_spans: tuple[Span, ...],
                  stmt: ast.Stmt, scope: tuple[str, ...]) -> int:
         if len(self.nodes) >= MAX_LAYERS:
-            raise _TooBig(self.repeat_spans[0] if self.repeat_spans else stmt.span)
+            raise _TooBig(self.repeat_spans[0] if self.repeat_spans else stmt.span,
+                          bool(self.repeat_spans))
         # The one input is just `input`; other layers count up per op: conv_1, conv_2, ...
         local = op.name if op.arity == "source" and not stmt.alias else self._local(
             scope, stmt.alias, op.name)
@@ -391,7 +392,8 @@ def elaborate(program: ast.Program, network: ast.Network) -> tuple[Graph, list[D
         e.nodes.clear()
         e.scopes.clear()
         e.error(f"this network expands to more than {MAX_LAYERS:,} layers", err.args[0],
-                "reduce the `repeat` counts")
+                "reduce the `repeat` counts" if err.args[1] else
+                "blocks that call blocks multiply their layers: call them fewer times")
         output = None
     except RecursionError:
         e.nodes.clear()

@@ -3,8 +3,11 @@ input that cannot drive the terminal. Real symlinks, real devices and FIFOs, rea
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -194,3 +197,50 @@ def test_bom_and_cr_line_ends_check_to_the_same_numbers(tmp_path):
     odd = run_cnndsl("check", "mnist.cnn", cwd=tmp_path)
     assert odd.returncode == plain.returncode == 0
     assert odd.stdout.splitlines()[1:] == plain.stdout.splitlines()[1:]
+
+
+def test_a_mistyped_command_is_suggested_once():
+    proc = run_cnndsl("chek", "x.cnn")
+    assert proc.returncode == 2
+    assert proc.stderr == ("error: No such command 'chek'. Did you mean 'check'? "
+                           "(see `cnndsl --help`)\n")
+
+
+# ----------------------------------------------------------------------------- 10. codegen
+
+DUNDERS = """block __builtins__(f) { conv f 3x3 same }
+block __init__(f) { conv f 1x1 }
+network __name__ {
+  input 8x8x1
+  __builtins__(4)
+  __init__(4) as __class__
+  flatten
+  dense 3 softmax
+}
+"""
+
+
+def test_dunder_names_make_a_module_that_imports_and_builds(tmp_path):
+    (tmp_path / "dunder.cnn").write_text(DUNDERS)
+    assert run_cnndsl("build", "dunder.cnn", cwd=tmp_path).returncode == 0
+    code = (tmp_path / "dunder.py").read_text()
+    assert "def __" not in code and "def dunder_builtins(" in code
+    script = ("import dunder; m = dunder.build_model(); "
+              "print(m.name, m.count_params(), [x.name for x in m.layers][2])")
+    proc = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=120, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert proc.returncode == 0, proc.stderr
+    checked = json.loads(run_cnndsl("check", "--json", "dunder.cnn", cwd=tmp_path).stdout)
+    assert proc.stdout.split() == ["__name__", str(checked["params"]["total"]),
+                                   "__class__.conv_1"]
+
+
+def test_no_input_text_on_the_lines_python_reads_an_encoding_from(tmp_path):
+    name = "net coding=utf-16 \u202e.cnn"
+    (tmp_path / name).write_text(MNIST)
+    assert run_cnndsl("build", name, "-o", "net.py", cwd=tmp_path).returncode == 0
+    code = (tmp_path / "net.py").read_bytes()
+    first_two = code.split(b"\n")[:2]
+    assert not any(b"coding" in line or b"net" in line for line in first_two), first_two
+    compile(code, "net.py", "exec")  # bytes: Python honours a coding line as it would on import
+    assert "\\u202e" in code.decode() and "\u202e" not in code.decode()

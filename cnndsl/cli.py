@@ -28,9 +28,17 @@ class _App(typer.Typer):
         command = get_command(self)
         try:
             code = command.main(*args, prog_name="cnndsl", standalone_mode=False, **kwargs)
-        except (typer.Abort, KeyboardInterrupt):
-            print("interrupted", file=sys.stderr)
-            sys.exit(130)
+        except (typer.Abort, KeyboardInterrupt) as err:
+            # click turns an EOFError from anywhere into Abort: that is not Ctrl-C
+            if not isinstance(err.__cause__, EOFError):
+                print("interrupted", file=sys.stderr)
+                sys.exit(130)
+            err = err.__cause__
+            if os.environ.get("CNNDSL_DEBUG"):
+                raise err from None
+            print(f"cnndsl: internal error: EOFError: {err} (this is a bug; please report it "
+                  "with the input file)", file=sys.stderr)
+            sys.exit(EXIT_INTERNAL)
         except Exception as err:
             _exit_on_click_error(err)
             if os.environ.get("CNNDSL_DEBUG"):

@@ -91,3 +91,31 @@ def read_state(folder: Path) -> dict[str, Any]:
     if early.get("best_weights") is not None:
         inside(folder, early["best_weights"], "best-weights file")
     return state
+
+
+def config_problem(config: Any) -> str | None:
+    """What is wrong with the train settings read back from run.json, or None: the same
+    names and ranges the `train` section accepts."""
+    from cnndsl.train_config import LOSSES, METRICS, MONITORS, OPTIMIZER_ARGS, STRATEGIES
+
+    es = config.early_stopping
+    options = config.optimizer_options
+    checks = {
+        "dataset": isinstance(config.dataset, str),
+        "optimizer": isinstance(config.optimizer, str) and config.optimizer in OPTIMIZER_ARGS,
+        "optimizer_options": isinstance(options, dict) and all(
+            isinstance(k, str) and (_number(v) or isinstance(v, str)) for k, v in
+            options.items()),
+        "loss": isinstance(config.loss, str) and config.loss in LOSSES,
+        "metrics": all(isinstance(m, str) and m in METRICS for m in config.metrics),
+        "epochs": _count(config.epochs) and config.epochs > 0,
+        "batch": _count(config.batch) and config.batch > 0,
+        "validation_split": _number(config.validation_split) and 0 <= config.validation_split < 1,
+        "seed": isinstance(config.seed, int) and not isinstance(config.seed, bool),
+        "strategy": isinstance(config.strategy, str) and config.strategy in STRATEGIES,
+        "early_stopping": es is None or (
+            isinstance(es.monitor, str) and es.monitor in MONITORS and _count(es.patience)
+            and _number(es.min_delta) and isinstance(es.restore_best, bool)),
+    }
+    wrong = [name for name, ok in checks.items() if not ok]
+    return f"its `{wrong[0]}` setting is not valid" if wrong else None

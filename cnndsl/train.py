@@ -31,8 +31,8 @@ from pathlib import Path
 from typing import Any
 
 from cnndsl.diagnostics import Diagnostic, Renderer, has_errors, sort_key
-from cnndsl.files import WriteError, replacing, write_atomic
-from cnndsl.runstate import RunFolderError, inside, read_state
+from cnndsl.files import InputOverwriteError, WriteError, refuse_input, replacing, write_atomic
+from cnndsl.runstate import RunFolderError, config_problem, inside, read_state
 from cnndsl.safetext import shown
 from cnndsl.train_config import ConfigError, TrainConfig, apply_overrides, validate_train
 
@@ -147,12 +147,24 @@ class Run:
         if spec is None:
             raise Fail(f"`{folder}` is not a run folder (it has no {RUN})", EXIT_USAGE)
         try:
-            return Run(folder, spec["source"], spec["file"], spec["network"], spec["data"],
-                       TrainConfig.from_json(spec["config"]),
-                       spec.get("mixed_precision", False), read_state(folder),
-                       tuple(spec.get("devices", ())))
-        except (KeyError, TypeError) as err:
+            run = Run(folder, spec["source"], spec["file"], spec["network"], spec["data"],
+                      TrainConfig.from_json(spec["config"]),
+                      spec.get("mixed_precision", False), read_state(folder),
+                      tuple(spec.get("devices", ())))
+        except (KeyError, TypeError, ValueError, AttributeError) as err:
             raise Fail(f"`{folder / RUN}` is damaged ({err})") from err
+        # run.json may come from someone else: every field has its type, every setting
+        # is one the `train` section accepts.
+        texts = (run.source, run.file, *run.devices)
+        optional = (run.network, run.data)
+        if not all(isinstance(t, str) for t in texts) or not all(
+                t is None or isinstance(t, str) for t in optional) or not isinstance(
+                    run.mixed_precision, bool):
+            raise Fail(f"`{folder / RUN}` is damaged: a field has the wrong type")
+        problem = config_problem(run.config)
+        if problem:
+            raise Fail(f"`{folder / RUN}` is damaged: {problem}")
+        return run
 
 
 def analyse_source(source: str, name: str, network: str | None, show: bool = True) -> Any:
@@ -301,6 +313,11 @@ def _started(file: Path, network: str | None, out: Path | None, data: Path | Non
     config = _with_overrides(config, overrides)
     if config.strategy == "multiworker" and (joined := _joins_run(source, out)):
         return _resumed(joined, data, overrides, devices)
+    try:
+        if out is not None:
+            refuse_input(out, [file, *([data] if data else [])])
+    except InputOverwriteError as err:
+        raise Fail(str(err), EXIT_USAGE) from err
     if out is not None and (out / RUN).exists():
         raise Fail(f"`{out}` already holds a run; continue it with `--resume {out}` or choose "
                    "another --out", EXIT_USAGE)

@@ -421,3 +421,38 @@ def test_a_kill_after_early_stopping_decided_is_not_trained_further(tmp_path, ca
     expected = keras.models.load_model(whole / "model.keras").get_weights()
     for a, b in zip(restored, expected, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)  # the best epoch's weights
+
+
+@pytest.mark.parametrize("edit", [
+    {"source": 5}, {"config": {"epochs": "ten"}}, {"config": {"optimizer": "evil"}},
+    {"config": {"batch": -1}}, {"config": {"early_stopping": {"monitor": 3}}},
+])
+def test_run_json_is_checked_before_it_is_trusted(tiny, tmp_path, capsys, edit):
+    run = finished_run(tiny, tmp_path)
+    spec = json.loads((run / "run.json").read_text())
+    spec = {**spec, **{k: ({**spec[k], **v} if k == "config" else v) for k, v in edit.items()}}
+    (run / "run.json").write_text(json.dumps(spec))
+    capsys.readouterr()
+    assert train_command(resume=run, verbose=0, epochs=2) == 1
+    assert evaluate_command(run) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 2 and all("run.json` is damaged" in line for line in err), err
+
+
+def test_train_never_writes_into_its_inputs(tiny, tmp_path):
+    net, data = tiny
+    for out in (net, data):
+        before = out.read_bytes()
+        proc = run_cnndsl("train", str(net), "--data", str(data), "--out", str(out), env=ENV)
+        assert proc.returncode == 2 and "is the input" in proc.stderr, proc.stderr
+        assert out.read_bytes() == before
+
+
+def test_an_empty_npz_is_an_error_not_an_interruption(tiny, tmp_path):
+    net, _ = tiny
+    (tmp_path / "empty.npz").write_bytes(b"")
+    proc = run_cnndsl("train", str(net), "--data", str(tmp_path / "empty.npz"), "--out",
+                      str(tmp_path / "r"), env=ENV)
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stderr.splitlines()[-1].startswith("error: `") and "is empty" in proc.stderr
+    assert "interrupted" not in proc.stderr

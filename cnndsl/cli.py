@@ -33,20 +33,19 @@ class _App(typer.Typer):
             if not isinstance(err.__cause__, EOFError):
                 print("interrupted", file=sys.stderr)
                 sys.exit(130)
-            err = err.__cause__
-            if os.environ.get("CNNDSL_DEBUG"):
-                raise err from None
-            print(f"cnndsl: internal error: EOFError: {err} (this is a bug; please report it "
-                  "with the input file)", file=sys.stderr)
-            sys.exit(EXIT_INTERNAL)
+            _internal(err.__cause__)
         except Exception as err:
             _exit_on_click_error(err)
-            if os.environ.get("CNNDSL_DEBUG"):
-                raise
-            print(f"cnndsl: internal error: {type(err).__name__}: {err} "
-                  "(this is a bug; please report it with the input file)", file=sys.stderr)
-            sys.exit(EXIT_INTERNAL)
+            _internal(err)
         sys.exit(code if isinstance(code, int) else 0)
+
+
+def _internal(err: BaseException) -> None:
+    if os.environ.get("CNNDSL_DEBUG"):
+        raise err
+    print(f"cnndsl: internal error: {type(err).__name__}: {shown(str(err))} "
+          "(this is a bug; please report it with the input file)", file=sys.stderr)
+    sys.exit(EXIT_INTERNAL)
 
 
 def _exit_on_click_error(err: Exception) -> None:

@@ -369,7 +369,8 @@ def _resumed(folder: Path, data: Path | None, overrides: Mapping[str, Any],
     done, state = run.state.get("epoch", 0), run.state
     if _epochs_done(run) and _final_files(folder):
         why = "early stopping ended it" if state.get("stopped_early") else "give a larger --epochs"
-        print(f"`{folder}` is complete after {done} epochs; nothing to resume ({why})")
+        print(f"`{shown(str(folder))}` is complete after {done} epochs; nothing to resume "
+              f"({why})")
         return None
     if _epochs_done(run):
         note(f"`{folder}` finished its {done} epochs but not its final files; writing them")
@@ -425,9 +426,10 @@ def _train(run: Run, analysis: Any, prepared: Any, data: Any, verbose: int | Non
     device = _device(run.mixed_precision)
     print(f"device: {device}", flush=True)
     print(f"strategy: {plan.describe(config.batch)}", flush=True)
-    print(datasets.describe(data), flush=True)
+    print(shown(datasets.describe(data)), flush=True)
     if done:
-        print(f"resuming `{run.folder}` after epoch {done} of {config.epochs}", flush=True)
+        print(f"resuming `{shown(str(run.folder))}` after epoch {done} of {config.epochs}",
+              flush=True)
     if plan.name == "multiworker":
         return _train_multiworker(run, analysis, prepared, data, plan, device, keras)
     with plan.strategy.scope():  # variables made here are mirrored on every replica
@@ -463,8 +465,9 @@ def _interrupted(run: Run, fitted: Fitted) -> int:
         committed = _sync_history(run.folder)
         _plot_curves(run.folder, committed)
         epochs = len(committed)
-    print(f"\ninterrupted: {epochs} epoch{'s' * (epochs != 1)} saved in `{run.folder}`; "
-          f"continue with `cnndsl train --resume {run.folder}`", file=sys.stderr)
+    folder = shown(str(run.folder))
+    print(f"\ninterrupted: {epochs} epoch{'s' * (epochs != 1)} saved in `{folder}`; "
+          f"continue with `cnndsl train --resume {folder}`", file=sys.stderr)
     return EXIT_INTERRUPTED
 
 
@@ -862,7 +865,7 @@ def summary(metrics: Mapping[str, Any], folder: Path) -> str:
                      f"{'s' * (metrics['replicas'] != 1)}"),
         ("batch", f"{metrics['global_batch']} global = {metrics['batch_per_replica']} per "
                   f"replica x {metrics['replicas']}"),
-        ("run folder", f"{folder}{os.sep}"),
+        ("run folder", f"{shown(str(folder))}{os.sep}"),
     ]
     width = max(len(k) for k, _ in rows)
     return "\n" + "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
@@ -900,7 +903,7 @@ def evaluate_command(folder: Path, *, data: Path | None = None,
         print(f"error: {shown(str(err))}", file=sys.stderr)
         return err.code if isinstance(err, Fail) else EXIT_ERRORS
     acc = scores.get("accuracy")
-    print(f"{path}: test loss {scores['loss']:.4f}"
+    print(f"{shown(str(path))}: test loss {scores['loss']:.4f}"
           + (f", test accuracy {acc:.2%}" if acc is not None else "")
-          + f" on {len(prepared.x_test):,} images ({loaded.name})")
+          + f" on {len(prepared.x_test):,} images ({shown(loaded.name)})")
     return EXIT_OK

@@ -456,3 +456,18 @@ def test_an_empty_npz_is_an_error_not_an_interruption(tiny, tmp_path):
     assert proc.returncode == 1, proc.stderr
     assert proc.stderr.splitlines()[-1].startswith("error: `") and "is empty" in proc.stderr
     assert "interrupted" not in proc.stderr
+
+
+def test_dataset_paths_and_run_folders_are_escaped_on_the_terminal(tiny, tmp_path):
+    net, data = tiny
+    evil = tmp_path / "evil\x1b[2J.npz"
+    os.link(data, evil)
+    run = tmp_path / "run\x1b]0;pwned\x07"
+    proc = run_cnndsl("train", str(net), "--data", str(evil), "--out", str(run), "--epochs",
+                      "1", env=ENV)
+    assert proc.returncode == 0, proc.stderr
+    assert "\\x1b[2J.npz" in proc.stdout and "run\\x1b]0;pwned\\x07" in proc.stdout
+    again = run_cnndsl("evaluate", str(run), "--data", str(evil / "missing"), env=ENV)
+    assert again.returncode == 1 and "\\x1b[2J" in again.stderr
+    for text in (proc.stdout, proc.stderr, again.stdout, again.stderr):
+        assert "\x1b" not in text and "\x07" not in text

@@ -244,3 +244,18 @@ def test_no_input_text_on_the_lines_python_reads_an_encoding_from(tmp_path):
     assert not any(b"coding" in line or b"net" in line for line in first_two), first_two
     compile(code, "net.py", "exec")  # bytes: Python honours a coding line as it would on import
     assert "\\u202e" in code.decode() and "\u202e" not in code.decode()
+
+
+@pytest.mark.parametrize("data, message", [
+    ("network n { input 8x8x1 }\n".encode("utf-16"), "is UTF-16 text; save it as UTF-8"),
+    ("network n { input 8x8x1 }\n".encode("utf-16-le"), "is UTF-16 text; save it as UTF-8"),
+    (b"network n {\n  input 8x8x1\n  # caf\xe9\n}\n",
+     "is not UTF-8 text (byte 0xe9 at line 3, column 8); save it as UTF-8"),
+])
+def test_other_encodings_are_named(tmp_path, data, message):
+    (tmp_path / "net.cnn").write_bytes(data)
+    for command in ("check", "build", "draw"):
+        args = ["-o", "net.dot"] if command == "draw" else []
+        proc = run_cnndsl(command, "net.cnn", *args, cwd=tmp_path)
+        assert proc.returncode == 2
+        assert proc.stderr == f"error: `net.cnn` {message}\n", command

@@ -86,6 +86,8 @@ def load_path(path: Path) -> Data:
         return load_idx_folder(path)
     if not path.exists():
         raise DataError(f"cannot read `{path}`: no such file or folder")
+    if not path.is_file():  # a device or a pipe would be read without end, or block
+        raise DataError(f"`{path}` is not a regular file (a device or a pipe?)")
     if path.suffix != ".npz":
         raise DataError(f"`{path}` is neither an .npz file nor a folder of IDX files")
     return load_npz(path)
@@ -196,6 +198,8 @@ _IDX_NAMES = {
 def read_idx(path: Path) -> np.ndarray:
     """One IDX file (the MNIST format), gzipped or not. The header's sizes are checked
     before the payload is read, and no more than they declare is read (or inflated)."""
+    if not path.is_file():
+        raise DataError(f"`{path}` is not a regular file (a device or a pipe?)")
     opener = gzip.open if path.suffix == ".gz" else open
     try:
         with opener(path, "rb") as f:

@@ -468,3 +468,15 @@ def test_dataset_paths_and_run_folders_are_escaped_on_the_terminal(tiny, tmp_pat
     assert again.returncode == 1 and "\\x1b[2J" in again.stderr
     for text in (proc.stdout, proc.stderr, again.stdout, again.stderr):
         assert "\x1b" not in text and "\x07" not in text
+
+
+def test_data_that_is_not_a_regular_file_is_refused(tmp_path):
+    fifo = tmp_path / "pipe.npz"
+    os.mkfifo(fifo)  # opening it would block until a writer came
+    with pytest.raises(datasets.DataError, match="is not a regular file"):
+        datasets.load_path(fifo)
+    folder = tmp_path / "idx"
+    folder.mkdir()
+    os.mkfifo(folder / "train-images-idx3-ubyte")
+    with pytest.raises(datasets.DataError, match="is not a regular file"):
+        datasets.read_idx(folder / "train-images-idx3-ubyte")

@@ -92,14 +92,20 @@ def string_literal(s: str) -> str:
     return r
 
 
+def _dunder(name: str) -> bool:
+    """`__builtins__`, `__getattr__`, `__name__`...: names that mean something to Python in
+    a module (any `__x__`, to be safe); `__builtins___` is an ordinary name."""
+    return len(name) > 4 and name.startswith("__") and name.endswith("__") and not (
+        name.endswith("___"))
+
+
 def identifier(name: str, taken: set[str] = frozenset()) -> str:  # type: ignore[assignment]
     """A .cnn NAME as a Python identifier: validated, renamed with `_` when it clashes."""
     if not NAME_RE.match(name):
         raise ValueError(f"not a NAME: {name!r}")
-    # A dunder (`__builtins__`, `__name__`) means something to Python: never define one.
-    out = f"dunder_{name.strip('_') or 'name'}" if name.startswith("__") else name
+    out = name
     while (keyword.iskeyword(out) or keyword.issoftkeyword(out) or hasattr(builtins, out)
-           or out in _RESERVED or _INTERNAL.match(out) or out in taken):
+           or _dunder(out) or out in _RESERVED or _INTERNAL.match(out) or out in taken):
         out += "_"
     return out
 

@@ -224,7 +224,7 @@ def test_dunder_names_make_a_module_that_imports_and_builds(tmp_path):
     (tmp_path / "dunder.cnn").write_text(DUNDERS)
     assert run_cnndsl("build", "dunder.cnn", cwd=tmp_path).returncode == 0
     code = (tmp_path / "dunder.py").read_text()
-    assert "def __" not in code and "def dunder_builtins(" in code
+    assert "def __builtins___(" in code and "def __init___(" in code
     script = ("import dunder; m = dunder.build_model(); "
               "print(m.name, m.count_params(), [x.name for x in m.layers][2])")
     proc = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True,

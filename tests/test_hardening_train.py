@@ -480,3 +480,30 @@ def test_data_that_is_not_a_regular_file_is_refused(tmp_path):
     os.mkfifo(folder / "train-images-idx3-ubyte")
     with pytest.raises(datasets.DataError, match="is not a regular file"):
         datasets.read_idx(folder / "train-images-idx3-ubyte")
+
+
+def test_symlinks_planted_in_a_run_folder_are_replaced_not_written_through(tiny, tmp_path):
+    run = finished_run(tiny, tmp_path)
+    victims = {}
+    for name in ("history.csv", "metrics.json", "curves.png", "model.keras", "run.json"):
+        victim = tmp_path / f"victim-{name}"
+        victim.write_bytes((run / name).read_bytes())
+        (run / name).unlink()
+        (run / name).symlink_to(victim)
+        victims[victim] = victim.read_bytes()
+    assert train_command(resume=run, verbose=0, epochs=2) == 0
+    assert all(victim.read_bytes() == data for victim, data in victims.items())
+    assert not any(p.is_symlink() for p in run.iterdir())
+    assert state(run)["epoch"] == 2
+
+
+def test_a_symlinked_lock_file_is_refused(tiny, tmp_path, capsys):
+    run = finished_run(tiny, tmp_path)
+    victim = tmp_path / "victim"
+    victim.write_text("precious")
+    (run / LOCK).unlink()
+    (run / LOCK).symlink_to(victim)
+    capsys.readouterr()
+    assert train_command(resume=run, verbose=0, epochs=2) == 1
+    assert f"cannot lock `{run}`" in capsys.readouterr().err
+    assert victim.read_text() == "precious"

@@ -8,10 +8,27 @@ matplotlib pictures) goes through `replacing` or `write_atomic`.
 from __future__ import annotations
 
 import os
+import stat
 import tempfile
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+# The process's umask, read once (reading it means setting it: not safe in a thread later).
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+
+
+def _mode_for(path: Path) -> int:
+    """The permissions `open(path, "w")` would give: an existing file's own, else 0666 less
+    the umask (mkstemp makes its file 0600, private, which a build output must not be)."""
+    try:
+        st = os.stat(path, follow_symlinks=False)
+        if stat.S_ISREG(st.st_mode):
+            return stat.S_IMODE(st.st_mode)
+    except OSError:
+        pass
+    return 0o666 & ~_UMASK
 
 
 class WriteError(Exception):
@@ -39,8 +56,11 @@ def replacing(path: Path) -> Iterator[Path]:
                                     dir=folder if str(folder) else ".")
     except OSError as err:
         raise WriteError(f"cannot write `{path}`: {err.strerror or err}") from err
-    os.close(fd)
     tmp = Path(name)
+    try:
+        os.fchmod(fd, _mode_for(path))
+    finally:
+        os.close(fd)
     try:
         yield tmp
         os.replace(tmp, path)

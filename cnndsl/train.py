@@ -9,9 +9,12 @@ The run folder:
     checkpoints/ckpt-N  the same as tf.train checkpoints, under `--strategy multiworker`
     best-N.weights.h5   the best weights so far, with `early_stopping restore_best=true`
     history.csv, and at the end model.keras, metrics.json, curves.png, filters.png
+    run.lock      the pid and host of the one process training in the folder (runlock.py)
 Every file is written to a temporary name and renamed into place, and state.json is
 written after the checkpoint it names: whatever moment a run dies, state.json describes
-a complete epoch, and `--resume` continues from it without losing or repeating one.
+a complete epoch, and `--resume` continues from it without losing or repeating one (or,
+when every epoch is done, writes the final files). state.json and run.json are read as
+untrusted input (runstate.py): checked types, no path outside the folder.
 """
 
 from __future__ import annotations

@@ -259,3 +259,14 @@ def test_other_encodings_are_named(tmp_path, data, message):
         proc = run_cnndsl(command, "net.cnn", *args, cwd=tmp_path)
         assert proc.returncode == 2
         assert proc.stderr == f"error: `net.cnn` {message}\n", command
+
+
+def test_written_files_get_ordinary_permissions(tmp_path):
+    umask = os.umask(0)
+    os.umask(umask)
+    write_atomic(tmp_path / "new.py", "x")
+    assert (tmp_path / "new.py").stat().st_mode & 0o777 == 0o666 & ~umask  # not mkstemp's 0600
+    (tmp_path / "kept.sh").write_text("old")
+    (tmp_path / "kept.sh").chmod(0o750)
+    write_atomic(tmp_path / "kept.sh", "new")
+    assert (tmp_path / "kept.sh").stat().st_mode & 0o777 == 0o750

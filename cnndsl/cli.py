@@ -6,6 +6,7 @@ Exit codes: 0 no errors (warnings allowed), 1 the file has errors, 2 usage error
 from __future__ import annotations
 
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -15,6 +16,7 @@ from typer.main import get_command
 
 from cnndsl import __version__
 from cnndsl.diagnostics import ERROR, WARNING, Renderer
+from cnndsl.safetext import shown
 
 EXIT_ERRORS, EXIT_USAGE, EXIT_INTERNAL = 1, 2, 70
 
@@ -26,17 +28,24 @@ class _App(typer.Typer):
         command = get_command(self)
         try:
             code = command.main(*args, prog_name="cnndsl", standalone_mode=False, **kwargs)
-        except (typer.Abort, KeyboardInterrupt):
-            print("interrupted", file=sys.stderr)
-            sys.exit(130)
+        except (typer.Abort, KeyboardInterrupt) as err:
+            # click turns an EOFError from anywhere into Abort: that is not Ctrl-C
+            if not isinstance(err.__cause__, EOFError):
+                print("interrupted", file=sys.stderr)
+                sys.exit(130)
+            _internal(err.__cause__)
         except Exception as err:
             _exit_on_click_error(err)
-            if os.environ.get("CNNDSL_DEBUG"):
-                raise
-            print(f"cnndsl: internal error: {type(err).__name__}: {err} "
-                  "(this is a bug; please report it with the input file)", file=sys.stderr)
-            sys.exit(EXIT_INTERNAL)
+            _internal(err)
         sys.exit(code if isinstance(code, int) else 0)
+
+
+def _internal(err: BaseException) -> None:
+    if os.environ.get("CNNDSL_DEBUG"):
+        raise err
+    print(f"cnndsl: internal error: {type(err).__name__}: {shown(str(err))} "
+          "(this is a bug; please report it with the input file)", file=sys.stderr)
+    sys.exit(EXIT_INTERNAL)
 
 
 def _exit_on_click_error(err: Exception) -> None:
@@ -48,11 +57,13 @@ def _exit_on_click_error(err: Exception) -> None:
         sys.exit(EXIT_USAGE)
     ctx = getattr(err, "ctx", None)
     where = f"cnndsl {ctx.info_name} --help" if ctx is not None and ctx.parent else "cnndsl --help"
-    _fail(f"{err.format_message()} (see `{where}`)", err.exit_code or EXIT_USAGE)
+    # typer and click both suggest a close command name: say it once
+    message = re.sub(r"( Did you mean [^?]*\?)\1+", r"\1", err.format_message())
+    _fail(f"{message} (see `{where}`)", err.exit_code or EXIT_USAGE)
 
 
 def _fail(message: str, code: int = EXIT_USAGE) -> None:
-    print(f"error: {message}", file=sys.stderr)
+    print(f"error: {shown(message)}", file=sys.stderr)
     sys.exit(code)
 
 
@@ -74,14 +85,14 @@ def colour_for(stream: Any) -> bool:
 
 
 def read_source(path: Path) -> str:
+    """The file's text, within the limits of cnndsl.limits; else a one-line error, exit 2."""
+    from cnndsl.limits import SourceError
+    from cnndsl.limits import read_source as read
+
     try:
-        return path.read_bytes().decode("utf-8", errors="replace")
-    except FileNotFoundError:
-        _fail(f"cannot read `{path}`: no such file")
-    except IsADirectoryError:
-        _fail(f"cannot read `{path}`: it is a folder")
-    except OSError as err:
-        _fail(f"cannot read `{path}`: {err.strerror}")
+        return read(path)
+    except SourceError as err:
+        _fail(str(err))
     raise AssertionError  # unreachable: _fail exits
 
 
@@ -89,6 +100,7 @@ def _summary(diagnostics: list, filename: str) -> str | None:
     errors = sum(d.severity == ERROR for d in diagnostics)
     warnings = sum(d.severity == WARNING for d in diagnostics)
     plural = lambda n, w: f"{n} {w}{'s' if n != 1 else ''}"  # noqa: E731
+    filename = shown(filename)
     if errors:
         extra = f" and {plural(warnings, 'warning')}" if warnings else ""
         return f"error: `{filename}` has {plural(errors, 'error')}{extra}"
@@ -129,10 +141,10 @@ def check(
         print(json.dumps(report.to_json(result, name), indent=2))
         return 0 if result.ok else EXIT_ERRORS
     renderer = Renderer(name, source, colour_for(sys.stderr))
-    for d in result.diagnostics:
-        print(renderer.render(d) + "\n", file=sys.stderr)
+    for block in renderer.blocks(result.diagnostics):
+        print(block + "\n", file=sys.stderr)
     if result.ok and result.analysis is not None:
-        print(report.table(result.analysis, name, colour_for(sys.stdout)))
+        print(report.table(result.analysis, shown(name), colour_for(sys.stdout)))
     summary = _summary(result.diagnostics, name)
     if summary:
         print(summary, file=sys.stderr)

@@ -6,11 +6,15 @@ from __future__ import annotations
 import gzip
 import math
 import struct
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
+
+from cnndsl.limits import MAX_DATA_BYTES
 
 BUNDLED_MNIST = Path(__file__).parent / "data" / "mnist-5k.npz"
 SYSTEM_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")  # Debian's dataset package
@@ -83,6 +87,8 @@ def load_path(path: Path) -> Data:
         return load_idx_folder(path)
     if not path.exists():
         raise DataError(f"cannot read `{path}`: no such file or folder")
+    if not path.is_file():  # a device or a pipe would be read without end, or block
+        raise DataError(f"`{path}` is not a regular file (a device or a pipe?)")
     if path.suffix != ".npz":
         raise DataError(f"`{path}` is neither an .npz file nor a folder of IDX files")
     return load_npz(path)
@@ -90,21 +96,60 @@ def load_path(path: Path) -> Data:
 
 def load_npz(path: Path) -> Data:
     """Keys x_train, y_train, x_test, y_test; or x, y (shuffled, then split 80/20)."""
-    try:
-        with np.load(path, allow_pickle=False) as f:
-            arrays = {k: f[k] for k in f.files}
-    except (OSError, ValueError) as err:
-        raise DataError(f"cannot read `{path}`: {err}") from err
+    arrays = _npz_arrays(path)
     if {"x_train", "y_train", "x_test", "y_test"} <= arrays.keys():
         data = Data(arrays["x_train"], arrays["y_train"], arrays["x_test"], arrays["y_test"],
                     path.name)
     elif {"x", "y"} <= arrays.keys():
+        for name in ("x", "y"):
+            _check_values(name, arrays[name], path)
         data = split(arrays["x"], arrays["y"], path.name)
     else:
         raise DataError(f"`{path}` has keys {', '.join(sorted(arrays)) or 'none'}; expected "
                         "x_train, y_train, x_test, y_test (or x, y)")
     _check_lengths(data, path)
     return data
+
+
+def _npz_arrays(path: Path) -> dict[str, np.ndarray]:
+    """Every array of an .npz, each checked against its declared size before it is read."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            for info in archive.infolist():
+                _check_npy_header(path, info.filename, archive.open(info), info.file_size)
+        with np.load(path, allow_pickle=False) as f:
+            return {k: f[k] for k in f.files}
+    except zipfile.BadZipFile as err:
+        with open(path, "rb") as f:
+            npy = f.read(6) == b"\x93NUMPY"
+        if npy:
+            raise DataError(f"`{path}` is an .npy file (one array) renamed .npz; save the "
+                            "arrays with numpy.savez (x_train, y_train, x_test, y_test)") from err
+        empty = path.stat().st_size == 0
+        raise DataError(f"`{path}` is {'empty' if empty else 'not a whole .npz file'} "
+                        f"({'0 bytes' if empty else err}); an .npz is a zip of .npy "
+                        "arrays, as numpy.savez writes it") from err
+    except (OSError, ValueError, EOFError, KeyError, MemoryError) as err:
+        raise DataError(f"cannot read `{path}`: {err or type(err).__name__}") from err
+
+
+def _check_npy_header(path: Path, name: str, member: BinaryIO, stored: int) -> None:
+    from numpy.lib import format as npy
+
+    if not name.endswith(".npy"):
+        return
+    version = npy.read_magic(member)
+    read = npy.read_array_header_1_0 if version == (1, 0) else npy.read_array_header_2_0
+    shape, _, dtype = read(member)
+    size = math.prod(shape) * dtype.itemsize
+    if size > MAX_DATA_BYTES:
+        raise DataError(f"`{path}`: `{name}` declares {size / 1024**3:.1f} GB, over the "
+                        f"{MAX_DATA_BYTES // 1024**3} GB limit for one array")
+    if size > stored:
+        raise DataError(f"`{path}`: `{name}` is cut short (its header declares "
+                        f"{'x'.join(map(str, shape))})")
 
 
 def split(x: np.ndarray, y: np.ndarray, name: str) -> Data:
@@ -117,7 +162,21 @@ def split(x: np.ndarray, y: np.ndarray, name: str) -> Data:
     return Data(x[train], y[train], x[test], y[test], name)
 
 
+def _check_values(name: str, a: np.ndarray, where: Path) -> None:
+    """Numbers only, in arrays of one row per example, none NaN or infinite."""
+    if a.ndim == 0:
+        raise DataError(f"`{where}`: `{name}` is a single value, not one row per example")
+    if a.dtype.kind not in "biuf":
+        kind = {"M": "dates", "m": "time spans", "U": "text", "S": "bytes", "O": "objects",
+                "c": "complex numbers", "V": "records"}.get(a.dtype.kind, str(a.dtype))
+        raise DataError(f"`{where}`: `{name}` holds {kind}, not numbers")
+    if a.dtype.kind == "f" and not np.isfinite(a).all():
+        raise DataError(f"`{where}`: `{name}` holds NaN or infinite values")
+
+
 def _check_lengths(data: Data, where: Path) -> None:
+    for name in ("x_train", "y_train", "x_test", "y_test"):
+        _check_values(name, getattr(data, name), where)
     for part in ("train", "test"):
         x, y = getattr(data, f"x_{part}"), getattr(data, f"y_{part}")
         if len(x) != len(y):
@@ -138,21 +197,49 @@ _IDX_NAMES = {
 
 
 def read_idx(path: Path) -> np.ndarray:
-    """One IDX file (the MNIST format), gzipped or not."""
+    """One IDX file (the MNIST format), gzipped or not. The header's sizes are checked
+    before the payload is read, and no more than they declare is read (or inflated)."""
+    if not path.is_file():
+        raise DataError(f"`{path}` is not a regular file (a device or a pipe?)")
     opener = gzip.open if path.suffix == ".gz" else open
     try:
         with opener(path, "rb") as f:
-            raw = f.read()
-    except (OSError, EOFError) as err:
+            return _idx_payload(path, f)
+    except (OSError, EOFError, zlib.error) as err:
         raise DataError(f"cannot read `{path}`: {err}") from err
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_TYPES:
+
+
+def _read_at_most(f: BinaryIO, limit: int, chunk: int = 16 * 1024**2) -> bytes:
+    """Up to `limit` bytes, in chunks: a header that lies about a small file's size costs
+    no memory beyond what the file really holds (or inflates to, for gzip)."""
+    parts, total = [], 0
+    while total < limit and (part := f.read(min(chunk, limit - total))):
+        parts.append(part)
+        total += len(part)
+    return b"".join(parts)
+
+
+def _idx_payload(path: Path, f: BinaryIO) -> np.ndarray:
+    magic = f.read(4)
+    if len(magic) < 4 or magic[0] != 0 or magic[1] != 0 or magic[2] not in _IDX_TYPES:
         raise DataError(f"`{path}` is not an IDX file")
-    ndim = raw[3]
-    dims = struct.unpack(f">{ndim}I", raw[4:4 + 4 * ndim])
-    dtype = np.dtype(_IDX_TYPES[raw[2]])
-    body = raw[4 + 4 * ndim:]
-    if len(body) != math.prod(dims) * dtype.itemsize:
-        raise DataError(f"`{path}` is truncated: its header promises {'x'.join(map(str, dims))}")
+    ndim = magic[3]
+    if not 1 <= ndim <= 4:  # labels, images, colour images, a batch of those
+        raise DataError(f"`{path}` is damaged: its header declares {ndim} dimensions")
+    header = f.read(4 * ndim)
+    if len(header) < 4 * ndim:
+        raise DataError(f"`{path}` is damaged: its header is cut short")
+    dims = struct.unpack(f">{ndim}I", header)
+    dtype = np.dtype(_IDX_TYPES[magic[2]])
+    size = math.prod(dims) * dtype.itemsize
+    shape = "x".join(map(str, dims))
+    if size > MAX_DATA_BYTES:
+        raise DataError(f"`{path}` declares {shape} values ({size / 1024**3:.1f} GB), over "
+                        f"the {MAX_DATA_BYTES // 1024**3} GB limit for one array")
+    body = _read_at_most(f, size + 1)  # one more: a longer payload is refused too
+    if len(body) != size:
+        what = "truncated" if len(body) < size else "longer than its header declares"
+        raise DataError(f"`{path}` is {what}: its header promises {shape}")
     array = np.frombuffer(body, dtype=dtype).reshape(dims)
     return array.astype(dtype.newbyteorder("="), copy=False)
 

@@ -5,6 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from cnndsl.limits import MAX_DIAGNOSTICS
+from cnndsl.safetext import shown, shown_line
+
 ERROR = "error"
 WARNING = "warning"
 # The largest number, size or tensor any stage accepts: TensorFlow's sizes are int64.
@@ -123,19 +126,35 @@ class Renderer:
         return f"{_COLOURS[style]}{text}{_RESET}" if self.colour else text
 
     def render(self, d: Diagnostic) -> str:
-        head = self._c(d.severity, d.severity) + self._c("bold", f": {d.message}")
+        # Everything echoed from the input is escaped: no control character reaches the
+        # terminal (a comment must not clear the screen or fake a result).
+        head = self._c(d.severity, d.severity) + self._c("bold", f": {shown(d.message)}")
         out = [head]
+        filename = shown(self.filename)
         if d.span is None:
-            out.append(f"  --> {self.filename}")
+            out.append(f"  --> {filename}")
         else:
-            out.append(f"  --> {self.filename}:{d.span.line}:{d.span.column}")
+            out.append(f"  --> {filename}:{d.span.line}:{d.span.column}")
             out.extend(self._snippet(d))
         if d.hint:
-            out.append("   " + self._c("hint", "= hint") + f": {d.hint}")
+            out.append("   " + self._c("hint", "= hint") + f": {shown(d.hint)}")
         return "\n".join(out)
 
     def render_all(self, diagnostics: Iterable[Diagnostic]) -> str:
         return "\n\n".join(self.render(d) for d in diagnostics)
+
+    def blocks(self, diagnostics: list[Diagnostic], limit: int = MAX_DIAGNOSTICS) -> list[str]:
+        """The first `limit` diagnostics rendered, then one line counting the rest: a file
+        with thousands of errors prints a screenful, not megabytes."""
+        out = [self.render(d) for d in diagnostics[:limit]]
+        rest = diagnostics[limit:]
+        if rest:
+            errors = sum(d.severity == ERROR for d in rest)
+            counts = [f"{n} more {word}{'s' * (n != 1)}" for n, word in
+                      ((errors, "error"), (len(rest) - errors, "warning")) if n]
+            out.append(self._c("note", "note") + f": {' and '.join(counts)} not shown "
+                       f"(only the first {limit} are; fix these first)")
+        return out
 
     def _snippet(self, d: Diagnostic) -> list[str]:
         marks: list[tuple[Span, str, str]] = [(d.span, "^", "")]
@@ -150,8 +169,9 @@ class Renderer:
                 out.append(self._c("dim", "..."))
             previous = number
             text = self._lines[number - 1] if 0 < number <= len(self._lines) else ""
-            shown = text.replace("\t", " " * _TAB)  # the same width on every terminal
-            out.append(self._c("dim", f"{number:>{width}} |") + f" {shown}".rstrip())
+            # Tabs widened (the same width on every terminal), control characters escaped.
+            line = shown_line(text, _TAB)
+            out.append(self._c("dim", f"{number:>{width}} |") + f" {line}".rstrip())
             for span, char, message in marks:
                 if span.line == number:
                     out.append(gutter + " " + self._underline(span, char, message, text, d))
@@ -162,9 +182,10 @@ class Renderer:
         start = span.column - 1
         end = span.end_column - 1 if span.end_line == span.line else len(text)
         length = max(1, min(end, max(len(text), start + 1)) - start)
-        # Columns count a tab as one character; the line is shown with tabs widened.
-        widen = (_TAB - 1) * text[:start].count("\t")
-        length += (_TAB - 1) * text[start:start + length].count("\t")
+        # Columns count characters; the line is shown with tabs widened and escapes
+        # spelled out, so the marks are measured on the shown text.
+        indent = len(shown_line(text[:start], _TAB))
+        length = max(1, len(shown_line(text[start:start + length], _TAB)))
         style = d.severity if char == "^" else "dim"
         marker = self._c(style, char * length)
-        return (" " * (start + widen) + marker + (f" {message}" if message else "")).rstrip()
+        return (" " * indent + marker + (f" {shown(message)}" if message else "")).rstrip()

@@ -94,7 +94,18 @@ def choose(name: str, devices: Sequence[str] = ()) -> Plan:
     return Plan("one", tf.distribute.get_strategy(), 1)
 
 
+def _device_key(name: str) -> str:
+    """`/gpu:0`, `/device:GPU:0` and `GPU:0` alike: `gpu:0`."""
+    return name.strip().lower().removeprefix("/").removeprefix("device:")
+
+
 def _mirrored(tf: Any, devices: list[str] | None) -> Plan:
+    # MirroredStrategy accepts a device that does not exist and runs on the CPU instead.
+    present = {_device_key(d.name) for d in tf.config.list_logical_devices()}
+    missing = [d for d in devices or [] if _device_key(d) not in present]
+    if missing:
+        raise StrategyError(f"no device {missing[0]} on this machine (it has "
+                            f"{', '.join(sorted(present))})")
     try:
         strategy = tf.distribute.MirroredStrategy(devices=devices)
     except (ValueError, RuntimeError) as err:

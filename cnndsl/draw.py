@@ -22,16 +22,18 @@ from typing import Any
 
 import graphviz
 
+from cnndsl import safetext
 from cnndsl.diagnostics import ERROR, Diagnostic, Renderer
-from cnndsl.files import write_atomic
+from cnndsl.files import InputOverwriteError, WriteError, refuse_input, write_atomic
 from cnndsl.graph import Scope
 from cnndsl.infer import Analysis, Layer
+from cnndsl.limits import MAX_DRAW_NODES
 from cnndsl.ops.base import fmt_shape
 from cnndsl.report import human
 
 FORMATS = ("svg", "png", "pdf", "dot")
 RANKDIRS = ("TB", "LR")
-EXIT_ERRORS, EXIT_USAGE, EXIT_INTERNAL = 1, 2, 70
+EXIT_ERRORS, EXIT_USAGE = 1, 2
 INSTALL_HINT = ("install Graphviz (`apt-get install graphviz`, `brew install graphviz` or "
                 "graphviz.org/download), or write a .dot file")
 
@@ -155,8 +157,15 @@ def describe(op_name: str, args: dict[str, Any]) -> tuple[str, list[str]]:
     return op_name, details
 
 
+MAX_LABEL = 120  # characters of one name in the picture; Graphviz refuses very long strings
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= MAX_LABEL else text[:MAX_LABEL - 1] + "…"
+
+
 def _esc(text: str) -> str:
-    return html.escape(text, quote=False)
+    return html.escape(_clip(text), quote=False)
 
 
 def _auto_name(layer: Layer) -> bool:
@@ -384,7 +393,7 @@ class _Builder:
 
     def _layer_node(self, layer: Layer) -> tuple[str, dict[str, str]]:
         error = self.failed.get(layer.node.id)
-        tooltip = f"{layer.node.name} (line {layer.node.span.line})"
+        tooltip = f"{_clip(layer.node.name)} (line {layer.node.span.line})"
         if error is not None:
             attrs = _node_attrs(ERROR_STYLE, penwidth="2", fontcolor="#67000d")
         elif layer.shape is None:
@@ -467,12 +476,18 @@ def _title(a: Analysis, n_errors: int, unshown: list[Diagnostic]) -> str:
     return text + ">"
 
 
+def folded_keys(a: Analysis, depth: int | None) -> set[str]:
+    """The boxes a drawing at `depth` has: one per layer, one per folded block instance."""
+    folded = folds(a, depth)
+    return {folded[x.node.id].key if x.node.id in folded else f"n{x.node.id}" for x in a.layers}
+
+
 def to_digraph(a: Analysis, diagnostics: list[Diagnostic] | None = None, rankdir: str = "TB",
                depth: int | None = None) -> graphviz.Digraph:
     """The diagram of an analysed network; `depth` folds block instances nested deeper."""
     diagnostics = diagnostics or []
     b = _Builder(a, diagnostics, depth)
-    g = graphviz.Digraph(name=a.graph.network)
+    g = graphviz.Digraph(name=_clip(a.graph.network))
     n_errors = sum(d.severity == ERROR for d in diagnostics)
     g.attr(rankdir=rankdir, ordering="out", nodesep="0.25", ranksep="0.3", newrank="true",
            fontname=FONT, label=_title(a, n_errors, b.unshown), labelloc="t", fontsize="14",
@@ -520,7 +535,7 @@ def _ports(g: graphviz.Digraph, b: _Builder, a: Analysis) -> None:
 
 
 def _error(message: str) -> None:
-    print(f"error: {message}", file=sys.stderr)
+    print(f"error: {safetext.shown(message)}", file=sys.stderr)
 
 
 def output_format(out: Path, fmt: str | None) -> str | None:
@@ -551,20 +566,32 @@ def draw_command(file: Path, out: Path, network: str | None, rankdir: str, colla
     from cnndsl.cli import colour_for, load
 
     try:
+        refuse_input(out, [file])
+    except InputOverwriteError as err:
+        _error(str(err))
+        return EXIT_USAGE
+
+    try:
         source, result = load(file, network)
     except SystemExit as exit_:  # load has printed its one-line usage error
         return int(exit_.code) if isinstance(exit_.code, int) else EXIT_USAGE
     if not result.ok:
         renderer = Renderer(str(file), source, colour_for(sys.stderr))
-        for d in result.diagnostics:
-            print(renderer.render(d) + "\n", file=sys.stderr)
+        for block in renderer.blocks(result.diagnostics):
+            print(block + "\n", file=sys.stderr)
     a = result.analysis
     if a is None or not a.layers:
         _error(f"`{file}` has errors that leave nothing to draw")
         return EXIT_ERRORS
 
-    g = to_digraph(a, result.diagnostics, rankdir.upper(), 0 if collapse and depth is None
-                   else depth)
+    depth = 0 if collapse and depth is None else depth
+    nodes = len(folded_keys(a, depth))
+    if kind != "dot" and nodes > MAX_DRAW_NODES:
+        _error(f"`{file}` draws as {nodes:,} boxes; Graphviz cannot lay out more than "
+               f"{MAX_DRAW_NODES:,} in reasonable time: fold blocks with --depth N (or "
+               "--collapse), or write .dot")
+        return EXIT_ERRORS
+    g = to_digraph(a, result.diagnostics, rankdir.upper(), depth)
     try:
         data = g.source.encode() if kind == "dot" else g.pipe(format=kind, quiet=True)
     except graphviz.ExecutableNotFound:
@@ -573,11 +600,11 @@ def draw_command(file: Path, out: Path, network: str | None, rankdir: str, colla
     except graphviz.CalledProcessError as err:
         stderr = (err.stderr or b"").decode(errors="replace").strip().splitlines()
         _error(f"Graphviz failed: {stderr[-1] if stderr else err}")
-        return EXIT_INTERNAL
+        return EXIT_ERRORS
     try:
         write_atomic(out, data)
-    except OSError as err:
-        _error(f"cannot write `{out}`: {err.strerror or err}")
+    except WriteError as err:
+        _error(str(err))
         return EXIT_USAGE
     if not result.ok:
         n = sum(d.severity == ERROR for d in result.diagnostics)

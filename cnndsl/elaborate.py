@@ -377,7 +377,8 @@ class Elaborator:
 
     def _append(self, node: Node, stmt: ast.Stmt) -> int:
         if len(self.nodes) >= MAX_LAYERS:
-            raise _TooBig(self.repeat_spans[0] if self.repeat_spans else stmt.span)
+            raise _TooBig(self.repeat_spans[0] if self.repeat_spans else stmt.span,
+                          bool(self.repeat_spans))
         self.nodes.append(node)
         return node.id
 
@@ -741,7 +742,8 @@ def elaborate(program: ast.Program, network: ast.Network) -> tuple[Graph, list[D
         e.scopes.clear()
         e.inputs.clear()
         e.error(f"this network expands to more than {MAX_LAYERS:,} layers", err.args[0],
-                "reduce the `repeat` counts")
+                "reduce the `repeat` counts" if err.args[1] else
+                "blocks that call blocks multiply their layers: call them fewer times")
         output = None
     except RecursionError:
         e.nodes.clear()

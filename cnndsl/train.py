@@ -9,9 +9,12 @@ The run folder:
     checkpoints/ckpt-N  the same as tf.train checkpoints, under `--strategy multiworker`
     best-N.weights.h5   the best weights so far, with `early_stopping restore_best=true`
     history.csv, and at the end model.keras, metrics.json, curves.png, filters.png
+    run.lock      the pid and host of the one process training in the folder (runlock.py)
 Every file is written to a temporary name and renamed into place, and state.json is
 written after the checkpoint it names: whatever moment a run dies, state.json describes
-a complete epoch, and `--resume` continues from it without losing or repeating one.
+a complete epoch, and `--resume` continues from it without losing or repeating one (or,
+when every epoch is done, writes the final files). state.json and run.json are read as
+untrusted input (runstate.py): checked types, no path outside the folder.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import concurrent.futures
 import csv
 import io
 import json
+import math
 import os
 import sys
 import time
@@ -30,7 +34,9 @@ from pathlib import Path
 from typing import Any
 
 from cnndsl.diagnostics import Diagnostic, Renderer, has_errors, sort_key
-from cnndsl.files import replacing, write_atomic
+from cnndsl.files import InputOverwriteError, WriteError, refuse_input, replacing, write_atomic
+from cnndsl.runstate import RunFolderError, config_problem, inside, read_state
+from cnndsl.safetext import shown
 from cnndsl.train_config import ConfigError, TrainConfig, apply_overrides, validate_train
 
 RUN, STATE, HISTORY, MODEL, METRICS = (
@@ -54,7 +60,7 @@ class Fail(Exception):
 
 
 def note(message: str) -> None:
-    print(f"note: {message}", file=sys.stderr, flush=True)
+    print(f"note: {shown(message)}", file=sys.stderr, flush=True)
 
 
 # ----------------------------------------------------------------------------- files
@@ -76,6 +82,29 @@ def read_json(path: Path) -> Any:
 def save_model(model: Any, path: Path) -> None:
     with replacing(path) as tmp:
         model.save(tmp)
+
+
+def load_keras(path: Path, keras: Any) -> Any:
+    """A saved model, or Fail naming the file: missing, damaged, or refused for safety."""
+    import zipfile
+
+    if not path.is_file():
+        raise Fail(f"`{path}` is missing; the run folder is incomplete")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            damaged = archive.testzip()
+    except (OSError, zipfile.BadZipFile, EOFError):
+        damaged = path.name
+    if damaged is not None:
+        raise Fail(f"`{path}` is damaged (empty or cut short: not a whole .keras file)")
+    try:
+        return keras.models.load_model(path)  # safe_mode: no code from the file runs
+    except Exception as err:  # Keras raises ValueError, TypeError, KeyError... for bad files
+        if "safe_mode" in str(err):
+            raise Fail(f"`{path}` holds Python code (such as a Lambda layer) that Keras "
+                       "refuses to load for safety; cnndsl never saves one") from err
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise Fail(f"`{path}` cannot be loaded as a Keras model ({first})") from err
 
 
 def save_weights(model: Any, path: Path) -> None:
@@ -121,12 +150,24 @@ class Run:
         if spec is None:
             raise Fail(f"`{folder}` is not a run folder (it has no {RUN})", EXIT_USAGE)
         try:
-            return Run(folder, spec["source"], spec["file"], spec["network"], spec["data"],
-                       TrainConfig.from_json(spec["config"]),
-                       spec.get("mixed_precision", False), read_json(folder / STATE) or {},
-                       tuple(spec.get("devices", ())))
-        except (KeyError, TypeError) as err:
+            run = Run(folder, spec["source"], spec["file"], spec["network"], spec["data"],
+                      TrainConfig.from_json(spec["config"]),
+                      spec.get("mixed_precision", False), read_state(folder),
+                      tuple(spec.get("devices", ())))
+        except (KeyError, TypeError, ValueError, AttributeError) as err:
             raise Fail(f"`{folder / RUN}` is damaged ({err})") from err
+        # run.json may come from someone else: every field has its type, every setting
+        # is one the `train` section accepts.
+        texts = (run.source, run.file, *run.devices)
+        optional = (run.network, run.data)
+        if not all(isinstance(t, str) for t in texts) or not all(
+                t is None or isinstance(t, str) for t in optional) or not isinstance(
+                    run.mixed_precision, bool):
+            raise Fail(f"`{folder / RUN}` is damaged: a field has the wrong type")
+        problem = config_problem(run.config)
+        if problem:
+            raise Fail(f"`{folder / RUN}` is damaged: {problem}")
+        return run
 
 
 def analyse_source(source: str, name: str, network: str | None, show: bool = True) -> Any:
@@ -146,14 +187,27 @@ def analyse_source(source: str, name: str, network: str | None, show: bool = Tru
         _render(diagnostics, name, source)
     if has_errors(diagnostics) or result.analysis is None:
         raise Fail(f"`{name}` has errors; see `cnndsl check {name}`")
+    _check_memory(result.analysis, name)
     return result.analysis, config
+
+
+def _check_memory(analysis: Any, name: str) -> None:
+    """Refuse, before Keras allocates anything, a network this machine cannot hold."""
+    from cnndsl.limits import available_memory, training_bytes
+
+    params = analysis.totals.params
+    need, have = training_bytes(params), available_memory()
+    if have is not None and need > have:
+        raise Fail(f"`{name}` has {params:,} parameters: training needs at least "
+                   f"{need / 1024**3:,.1f} GB (weights, gradients, optimizer state) but this "
+                   f"machine has {have / 1024**3:,.1f} GB available; make the network smaller")
 
 
 def _render(diagnostics: list[Diagnostic], name: str, source: str) -> None:
     colour = sys.stderr.isatty() and not os.environ.get("NO_COLOR")
     renderer = Renderer(name, source, colour)
-    for d in diagnostics:
-        print(renderer.render(d) + "\n", file=sys.stderr)
+    for block in renderer.blocks(diagnostics):
+        print(block + "\n", file=sys.stderr)
 
 
 def _new_folder(out: Path | None, network: str) -> Path:
@@ -164,8 +218,32 @@ def _new_folder(out: Path | None, network: str) -> Path:
         while out.exists():
             n += 1
             out = Path("runs") / f"{network}-{stamp}-{n}"
-    out.mkdir(parents=True, exist_ok=True)
+    if out.exists() and not out.is_dir():
+        raise Fail(f"--out `{out}` is an existing file, not a run folder; choose another --out",
+                   EXIT_USAGE)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise Fail(f"cannot make the run folder `{out}`: {err.strerror or err}") from err
     return out
+
+
+_HELD: list[Callable[[], None]] = []  # the run-folder locks this process holds
+
+
+def _lock(folder: Path) -> None:
+    """Own the run folder until the command ends (runlock.py); a second trainer is refused."""
+    from cnndsl.runlock import LockError, acquire
+
+    try:
+        _HELD.append(acquire(folder, note))
+    except LockError as err:
+        raise Fail(str(err)) from err
+
+
+def _unlock_all() -> None:
+    while _HELD:
+        _HELD.pop()()
 
 
 # ----------------------------------------------------------------------------- commands
@@ -199,18 +277,20 @@ def train_command(file: Path | None = None, *, network: str | None = None,
             if started is None:
                 return EXIT_OK
         return _train(*started, verbose)
-    except Fail as err:
-        print(f"error: {err.message}", file=sys.stderr)
-        return err.code
+    except (Fail, WriteError, RunFolderError) as err:
+        print(f"error: {shown(str(err))}", file=sys.stderr)
+        return err.code if isinstance(err, Fail) else EXIT_ERRORS
+    finally:
+        _unlock_all()
 
 
 def _read(file: Path) -> str:
+    from cnndsl.limits import SourceError, read_source
+
     try:
-        return file.read_bytes().decode("utf-8", errors="replace")
-    except FileNotFoundError as err:
-        raise Fail(f"cannot read `{file}`: no such file", EXIT_USAGE) from err
-    except OSError as err:
-        raise Fail(f"cannot read `{file}`: {err.strerror}", EXIT_USAGE) from err
+        return read_source(file)
+    except SourceError as err:
+        raise Fail(str(err), EXIT_USAGE) from err
 
 
 def _with_overrides(config: TrainConfig, overrides: Mapping[str, Any]) -> TrainConfig:
@@ -236,6 +316,11 @@ def _started(file: Path, network: str | None, out: Path | None, data: Path | Non
     config = _with_overrides(config, overrides)
     if config.strategy == "multiworker" and (joined := _joins_run(source, out)):
         return _resumed(joined, data, overrides, devices)
+    try:
+        if out is not None:
+            refuse_input(out, [file, *([data] if data else [])])
+    except InputOverwriteError as err:
+        raise Fail(str(err), EXIT_USAGE) from err
     if out is not None and (out / RUN).exists():
         raise Fail(f"`{out}` already holds a run; continue it with `--resume {out}` or choose "
                    "another --out", EXIT_USAGE)
@@ -247,6 +332,10 @@ def _started(file: Path, network: str | None, out: Path | None, data: Path | Non
         run.folder = Path(out or ".")  # _joins_run insisted on --out
         return run, analysis, prepared, loaded
     run.folder = _new_folder(out, analysis.graph.network)
+    _lock(run.folder)
+    if (run.folder / RUN).exists():  # another trainer made it since the check above
+        raise Fail(f"`{run.folder}` already holds a run; continue it with `--resume "
+                   f"{run.folder}` or choose another --out", EXIT_USAGE)
     write_json(run.folder / RUN, run.to_json())
     return run, analysis, prepared, loaded
 
@@ -275,19 +364,36 @@ def _resumed(folder: Path, data: Path | None, overrides: Mapping[str, Any],
         run.devices = _devices(devices)
     run.writes = _writes(run.config)
     if run.writes:
+        _lock(folder)
+        run.state = read_state(folder)  # as the lock found it
         for stale in [*folder.glob(".tmp-*"), *folder.glob(".*.tmp")]:  # left by a killed run
             stale.unlink(missing_ok=True)
         _sync_history(folder)
     done, state = run.state.get("epoch", 0), run.state
-    if done >= run.config.epochs or state.get("stopped_early"):
+    if _epochs_done(run) and _final_files(folder):
         why = "early stopping ended it" if state.get("stopped_early") else "give a larger --epochs"
-        print(f"`{folder}` is complete after {done} epochs; nothing to resume ({why})")
+        print(f"`{shown(str(folder))}` is complete after {done} epochs; nothing to resume "
+              f"({why})")
         return None
+    if _epochs_done(run):
+        note(f"`{folder}` finished its {done} epochs but not its final files; writing them")
     analysis, _ = analyse_source(run.source, run.file, run.network, show=False)
     prepared, loaded = _load_data(run, analysis)
     if run.writes:
         write_json(folder / RUN, run.to_json())  # a longer --epochs holds for later resumes
     return run, analysis, prepared, loaded
+
+
+def _epochs_done(run: Run) -> bool:
+    """Every epoch trained (or early stopping ended the run): only the final files remain."""
+    return run.state.get("epoch", 0) >= run.config.epochs or bool(
+        run.state.get("stopped_early"))
+
+
+def _final_files(folder: Path) -> bool:
+    """model.keras and metrics.json both whole: state.json says so once they are written."""
+    return bool(read_state(folder).get("done")) and all(
+        (folder / name).is_file() for name in (MODEL, METRICS))
 
 
 def _writes(config: TrainConfig) -> bool:
@@ -323,9 +429,10 @@ def _train(run: Run, analysis: Any, prepared: Any, data: Any, verbose: int | Non
     device = _device(run.mixed_precision)
     print(f"device: {device}", flush=True)
     print(f"strategy: {plan.describe(config.batch)}", flush=True)
-    print(datasets.describe(data), flush=True)
+    print(shown(datasets.describe(data)), flush=True)
     if done:
-        print(f"resuming `{run.folder}` after epoch {done} of {config.epochs}", flush=True)
+        print(f"resuming `{shown(str(run.folder))}` after epoch {done} of {config.epochs}",
+              flush=True)
     if plan.name == "multiworker":
         if _several_ports(analysis):
             raise Fail("multi-worker training takes networks of one input and one output",
@@ -333,11 +440,15 @@ def _train(run: Run, analysis: Any, prepared: Any, data: Any, verbose: int | Non
         return _train_multiworker(run, analysis, prepared, data, plan, device, keras)
     with plan.strategy.scope():  # variables made here are mirrored on every replica
         if done:
-            model = keras.models.load_model(run.folder / state["checkpoint"])
+            model = load_keras(inside(run.folder, state["checkpoint"], "checkpoint"), keras)
         else:
             model = _compiled(analysis, config, prepared, run.mixed_precision, keras,
                               plan.global_batch(config.batch), plan.name == "one")
-    fitted = _fit(model, run, prepared, verbose, keras, plan.global_batch(config.batch))
+    if _epochs_done(run):  # killed after its last epoch: finish it as that epoch left it
+        _restore_best(model, run)
+        fitted = Fitted(list(state.get("history", [])), list(state.get("seconds", [])))
+    else:
+        fitted = _fit(model, run, prepared, verbose, keras, plan.global_batch(config.batch))
     if fitted.interrupted:
         return _interrupted(run, fitted)
     metrics = _finish(model, run, prepared, data, fitted, device, plan,
@@ -349,7 +460,7 @@ def _train(run: Run, analysis: Any, prepared: Any, data: Any, verbose: int | Non
 def _sync_history(folder: Path) -> list[dict[str, Any]]:
     """history.csv written again from state.json, the commit point: a kill or Ctrl-C can
     land between the two writes, leaving history.csv one epoch behind."""
-    committed = (read_json(folder / STATE) or {}).get("history", [])
+    committed = read_state(folder).get("history", [])
     write_atomic(folder / HISTORY, history_csv(committed))
     return committed
 
@@ -360,8 +471,9 @@ def _interrupted(run: Run, fitted: Fitted) -> int:
         committed = _sync_history(run.folder)
         _plot_curves(run.folder, committed)
         epochs = len(committed)
-    print(f"\ninterrupted: {epochs} epoch{'s' * (epochs != 1)} saved in `{run.folder}`; "
-          f"continue with `cnndsl train --resume {run.folder}`", file=sys.stderr)
+    folder = shown(str(run.folder))
+    print(f"\ninterrupted: {epochs} epoch{'s' * (epochs != 1)} saved in `{folder}`; "
+          f"continue with `cnndsl train --resume {folder}`", file=sys.stderr)
     return EXIT_INTERRUPTED
 
 
@@ -406,9 +518,9 @@ def _train_multiworker(run: Run, analysis: Any, prepared: Any, data: Any, plan: 
                                              scratch or run.folder / "checkpoints")
         # Read again now that every worker has joined: no worker of the old cluster is left
         # to commit an epoch, so all of them resume from the same one.
-        run.state = read_json(run.folder / STATE) or {}
+        run.state = read_state(run.folder)
         if run.state.get("epoch"):
-            checkpoints.restore(run.folder / run.state["checkpoint"])
+            checkpoints.restore(inside(run.folder, run.state["checkpoint"], "checkpoint"))
         fitted = _loop_epochs(run, loop, checkpoints, prepared)
         if fitted.interrupted:
             return _interrupted(run, fitted)
@@ -606,8 +718,9 @@ def _callbacks(run: Run, keras: Any, history: list[dict[str, Any]],
             if saved:
                 self.wait, self.best = saved["wait"], saved["best"]
                 self.best_epoch = saved["best_epoch"]
-                best = folder / str(saved.get("best_weights"))
-                if self.restore_best_weights and best.is_file():
+                best = saved.get("best_weights")
+                best = inside(folder, best, "best-weights file") if best else None
+                if self.restore_best_weights and best is not None and best.is_file():
                     self.best_weights = _weights_from(self.model, best)
 
     early = None
@@ -624,10 +737,26 @@ def _callbacks(run: Run, keras: Any, history: list[dict[str, Any]],
             seconds.append(time.perf_counter() - self.started)
             row = {"epoch": epoch + 1, **{k: float(v) for k, v in (logs or {}).items()},
                    "seconds": round(seconds[-1], 3)}
+            bad = [k for k, v in row.items() if not math.isfinite(v)]
+            if bad:  # never committed: the run stays resumable from the last sound epoch
+                raise Fail(f"training diverged: {bad[0]} became {row[bad[0]]} in epoch "
+                           f"{epoch + 1}; nothing of that epoch was saved; try a lower --lr "
+                           "(or check the data)")
             history.append(row)
             _commit(self.model, folder, history, seconds, early)
 
-    return [c for c in (early, Checkpoint()) if c is not None]
+    # TerminateOnNaN ends a diverged epoch early; Checkpoint then refuses to commit it.
+    return [c for c in (keras.callbacks.TerminateOnNaN(), early, Checkpoint()) if c is not None]
+
+
+def _restore_best(model: Any, run: Run) -> None:
+    """The best weights, as early stopping with restore_best gives them at the end of fit."""
+    es_config, saved = run.config.early_stopping, run.state.get("early_stopping") or {}
+    if es_config is not None and es_config.restore_best and saved.get("best_weights"):
+        path = inside(run.folder, saved["best_weights"], "best-weights file")
+        if not path.is_file():
+            raise Fail(f"`{path}` is missing; the run folder is incomplete")
+        model.load_weights(path)
 
 
 def _weights_from(model: Any, path: Path) -> list[Any]:
@@ -657,18 +786,22 @@ def _commit(model: Any, folder: Path, history: list[dict[str, Any]], seconds: li
             keep.add(best_weights)
             if early.best_epoch == epoch - 1:
                 save_weights(model, folder / best_weights)
-    _commit_state(folder, history, seconds, checkpoint, es_state)
+    # Early stopping's decision is committed with the epoch that made it: a run killed
+    # before its final files is finished by `--resume`, not trained one epoch further.
+    _commit_state(folder, history, seconds, checkpoint, es_state, bool(model.stop_training))
     for old in [*folder.glob("checkpoint-*.keras"), *folder.glob("best-*.weights.h5")]:
         if old.name not in keep:
             old.unlink(missing_ok=True)
 
 
 def _commit_state(folder: Path, history: list[dict[str, Any]], seconds: list[float],
-                  checkpoint: str, es_state: dict[str, Any] | None = None) -> None:
+                  checkpoint: str, es_state: dict[str, Any] | None = None,
+                  stopped_early: bool = False) -> None:
     """state.json, the commit point, names a checkpoint already on disk; then history.csv."""
     write_json(folder / STATE, {"epoch": len(history), "checkpoint": checkpoint,
                                 "history": history, "seconds": seconds,
-                                "early_stopping": es_state, "done": False})
+                                "early_stopping": es_state, "done": False,
+                                "stopped_early": stopped_early})
     write_atomic(folder / HISTORY, history_csv(history))
 
 
@@ -746,7 +879,7 @@ def _finish(model: Any, run: Run, prepared: Any, data: Any, fitted: Fitted, devi
     write_json(run.folder / METRICS, metrics)
     pictures.result()  # re-raises a drawing error here
     drawing.shutdown()
-    state = read_json(run.folder / STATE) or {}
+    state = read_state(run.folder)
     stopped_early = len(fitted.history) < run.config.epochs
     write_json(run.folder / STATE, {**state, "done": True, "stopped_early": stopped_early})
     return metrics
@@ -786,7 +919,7 @@ def summary(metrics: Mapping[str, Any], folder: Path) -> str:
                      f"{'s' * (metrics['replicas'] != 1)}"),
         ("batch", f"{metrics['global_batch']} global = {metrics['batch_per_replica']} per "
                   f"replica x {metrics['replicas']}"),
-        ("run folder", f"{folder}{os.sep}"),
+        ("run folder", f"{shown(str(folder))}{os.sep}"),
     ]
     width = max(len(k) for k, _ in rows)
     return "\n" + "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
@@ -811,20 +944,20 @@ def evaluate_command(folder: Path, *, data: Path | None = None,
             if not checkpoint:
                 raise Fail(f"`{folder}` has no saved model yet (no epoch has finished)")
             note(f"the run is unfinished: evaluating its last checkpoint ({checkpoint})")
-            path = folder / checkpoint
+            path = inside(folder, checkpoint, "checkpoint")
         analysis, _ = analyse_source(run.source, run.file, run.network, show=False)
         prepared, loaded = _load_data(run, analysis)
         keras = _setup(run.config.seed)
-        model = (keras.models.load_model(path) if path.suffix == ".keras"
+        model = (load_keras(path, keras) if path.suffix == ".keras"
                  else _from_tf_checkpoint(analysis, path))
         # The data given now may label classes differently (one-hot or not): compile anew.
         model.compile(**_compile_args(analysis, run.config, prepared, keras))
         scores = evaluate_model(model, prepared, run.config.batch)
-    except Fail as err:
-        print(f"error: {err.message}", file=sys.stderr)
-        return err.code
+    except (Fail, RunFolderError) as err:
+        print(f"error: {shown(str(err))}", file=sys.stderr)
+        return err.code if isinstance(err, Fail) else EXIT_ERRORS
     acc = scores.get("accuracy")
-    print(f"{path}: test loss {scores['loss']:.4f}"
+    print(f"{shown(str(path))}: test loss {scores['loss']:.4f}"
           + (f", test accuracy {acc:.2%}" if acc is not None else "")
-          + f" on {_examples(prepared.x_test):,} images ({loaded.name})")
+          + f" on {_examples(prepared.x_test):,} images ({shown(loaded.name)})")
     return EXIT_OK

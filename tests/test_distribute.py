@@ -230,7 +230,7 @@ def assert_only_the_chief_wrote(cluster: Cluster) -> None:
         assert not list(cluster.folder(index, "tmp").glob("cnndsl-worker-*"))
     names = {p.name for p in cluster.run.iterdir()}
     assert names == {"run.json", "state.json", "history.csv", "checkpoints", "model.keras",
-                     "metrics.json", "curves.png", "filters.png"}
+                     "metrics.json", "curves.png", "filters.png", "run.lock"}
     checkpoints = {p.name for p in (cluster.run / "checkpoints").iterdir()}
     assert checkpoints <= {"checkpoint", *(f"ckpt-{n}.{ext}" for n in range(1, 99)
                                            for ext in ("index", "data-00000-of-00001"))}

@@ -15,6 +15,7 @@ from conftest import example_params
 from keras_models import analysed, module_model, runtime_model
 from test_build import ALL_OPS_BLOCK, ALL_OPS_CHAIN
 
+from cnndsl.codegen import generate
 from cnndsl.graph import Node
 from cnndsl.ops import OPS
 
@@ -92,10 +93,11 @@ network every_op {
 }
 """
 
-# The same ops with every argument a block parameter, as `build` writes them symbolically.
+# The same ops with every argument a block parameter: `build` writes the block as one
+# function of its parameters (test_every_op_has_an_expectation_and_is_exercised checks).
 GRAPH_OPS_BLOCK = """
-block new_ops(f, k, s, opad, cut, up, how, g, eps, init, dims, rate, noise, top, slope, \\
-              approx, mean, var, sc, off, act=gelu) {
+block new_ops(f, k, s, opad, cut, up, how, g, eps, init, dims, rate, top, slope, mean, var, \\
+              sc, off, act=gelu) {
   rescale sc offset=off
   normalization mean=mean variance=var
   convt f k stride=s same output_padding=opad activation=act use_bias=false
@@ -107,20 +109,20 @@ block new_ops(f, k, s, opad, cut, up, how, g, eps, init, dims, rate, noise, top,
   channel_shuffle groups=g
   permute dims
   spatial_dropout rate
-  dropout rate noise_shape=noise
+  dropout rate
   local f k stride=s pad=1 activation=act use_bias=false
   relu max_value=top threshold=slope
   leaky_relu alpha=slope
   elu alpha=slope
-  gelu approximate=approx
+  gelu approximate=true
   subtract { | identity | conv f 1x1 }
 }
 network blocky {
   input 12x12x4
-  new_ops(8, 3, 2, 1, 1, 2, bilinear, 2, 0.01, 0.1, (2, 1, 3), 0.1, (1, 1, 8), 6, 0.2, \\
-          true, (0.1, 0.2, 0.3, 0.4), (1, 2, 3, 4), 1/255, -0.5) as a
-  new_ops(8, 2, 1, 0, ((0, 1), (1, 0)), (1, 2), nearest, 4, 1e-4, 1e-6, (1, 2, 3), 0.3, \\
-          (20, 1, 1), 1.5, 0, false, 0.5, 2, (1, 2, 3, 4, 5, 6, 7, 8), 0, act=relu)
+  new_ops(8, 3, 2, 1, 1, 2, bilinear, 2, 0.01, 0.1, (2, 1, 3), 0.1, 6, 0.2, 0.1, 1.5, \\
+          1/255, -0.5) as a
+  new_ops(8, 2, 1, 0, 2, (1, 2), nearest, 4, 1e-4, 1e-6, (1, 2, 3), 0.3, 1.5, 0, 0.5, 2, \\
+          1/127.5, -1, act=relu)
   globalavgpool
   dense 4 softmax
 }
@@ -373,3 +375,5 @@ def test_every_op_has_an_expectation_and_is_exercised():
             assert any(n.op.name == op and n.args[setting.name] != setting.default
                        for n in nodes), f"`{op} {setting.name}=` is not exercised"
     assert {node.shares is not None for node in nodes} == {True, False}
+    code, _ = generate(GRAPH_OPS_BLOCK, "net.cnn")  # arguments as Python parameters
+    assert "def new_ops(" in code and "Expanded" not in code

@@ -54,6 +54,8 @@ network every_op {
   upsample                                             # 28x30x8
   upsample (1, 2) bilinear                             # 28x60x8
   upsample 1 interpolation=bicubic
+  upsample 1 interpolation=lanczos3; upsample 1 interpolation=lanczos5
+  upsample (1, 1) interpolation=area
   avgpool 4x6                                          # 7x10x8
   layernorm
   layernorm epsilon=0.01 center=false

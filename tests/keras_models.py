@@ -24,24 +24,25 @@ _MODULES = Path(tempfile.mkdtemp(prefix="cnndsl-modules-"))
 
 
 @cache
-def analysed(source: str) -> Analysis:
-    result = analyse(source)
+def analysed(source: str, network: str | None = None) -> Analysis:
+    """The analysis of `source`'s only network, or of `network` in a file of several."""
+    result = analyse(source, network)
     assert result.ok, [d.message for d in result.diagnostics]
     return result.analysis
 
 
 @cache
-def runtime_model(source: str) -> Any:
+def runtime_model(source: str, network: str | None = None) -> Any:
     """The in-process model `cnndsl train` fits."""
-    return build_model(analysed(source))
+    return build_model(analysed(source, network))
 
 
 @cache
-def module_model(source: str) -> Any:
+def module_model(source: str, network: str | None = None) -> Any:
     """The model of the module `cnndsl build` writes, imported from a temporary folder."""
-    code, diagnostics = generate(source, "net.cnn")
+    code, diagnostics = generate(source, "net.cnn", network=network)
     assert code is not None, [d.message for d in diagnostics]
-    name = f"built_{zlib.crc32(source.encode()):08x}"
+    name = f"built_{zlib.crc32(f'{network}:{source}'.encode()):08x}"
     path = _MODULES / f"{name}.py"
     path.write_text(code)
     spec = importlib.util.spec_from_file_location(name, path)

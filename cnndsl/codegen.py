@@ -38,7 +38,7 @@ from typing import Any
 
 from cnndsl import __version__, ast
 from cnndsl.diagnostics import CnnError, Diagnostic
-from cnndsl.elaborate import Elaborator, refs, walk
+from cnndsl.elaborate import Elaborator, refs, repeat_index, walk
 from cnndsl.files import write_atomic
 from cnndsl.infer import Analysis
 from cnndsl.ops import OPS
@@ -741,7 +741,9 @@ class _Emitter:
 
     def repeat(self, stmt: ast.Stmt, env: dict[str, Any], scope: _Scope, current: str,
                chain: str) -> str:
-        count = self.resolve(evaluate(stmt.args[0].value, env))
+        counts = [a for a in stmt.args if isinstance(a, ast.Positional)]
+        count = self.resolve(evaluate(counts[0].value, env))
+        counter = repeat_index(stmt, env)  # bound to each repetition's number, from 0
         assert stmt.brace is not None
         body = stmt.brace.body
         own_scope = stmt.alias is not None or not (len(body) == 1 and _is_call(body[0])
@@ -752,9 +754,10 @@ class _Emitter:
         if not isinstance(count, Sym) and (count <= 1 or scope.collides(base, count)):
             # Unrolled: once, or around a name taken by hand (`as repeat_2`), as the
             # elaborator skips it
-            for _ in range(count):
+            for k in range(count):
                 name = scope.fresh(base)
-                current = self._repetition(body, env, scope, name, own_scope, current, chain)
+                inner = env if counter is None else {**env, counter: k}
+                current = self._repetition(body, inner, scope, name, own_scope, current, chain)
             return current
         if self.loop_depth >= MAX_LOOP_DEPTH:  # Python allows 20 nested blocks
             raise Unsupported("repeats nested too deeply for Python's loops")
@@ -762,11 +765,15 @@ class _Emitter:
             self.emit(f"{chain} = {current}")
         start = scope.advance(base, count)
         var = self.loop_var()
+        if counter is not None and not _INTERNAL.match(counter):  # `index=b`: `for b in`
+            var = identifier(counter, self.variables)
+            self.variables.add(var)
         self.emit(f"for {var} in range({literal(count)}):")
         self.indent += 1
         index = Sym(var) + (start + 1) if not isinstance(start, Sym) else start + Sym(var) + 1
         name = scope.name.child(f"{base}_", index)
-        out = self._repetition(body, env, scope, name, own_scope, chain, chain)
+        inner = env if counter is None else {**env, counter: Sym(var)}
+        out = self._repetition(body, inner, scope, name, own_scope, chain, chain)
         if out != chain:  # a named tensor ends the body: the next repetition reads it
             self.emit(f"{chain} = {out}")
         self.indent -= 1

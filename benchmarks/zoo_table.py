@@ -33,11 +33,6 @@ TWIN = re.compile(r"^# = keras\.applications\.(\w+)\(weights=None(?:, input_shap
 
 # What each family not yet written needs that the language does not have yet (issue 11).
 PENDING = {
-    "ConvNeXt": "needs `layernorm`, `layerscale`, `normalization` (issue 11, ops)",
-    "EfficientNetV2": "needs `normalization` (B0-B3), `dropout noise_shape`, a per-block drop "
-                      "rate, `max`/`ceil`/`if` for widths, depths, fused blocks (issue 11)",
-    "EfficientNet": "needs `normalization`, `dropout noise_shape`, a per-block drop rate, "
-                    "`max`/`ceil`/`if` for widths and depths (issue 11)",
     "NASNet": "needs references to two earlier tensors per cell (issue 10), `crop`, "
               "`if` on shapes (issue 11)",
 }

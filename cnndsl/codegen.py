@@ -50,7 +50,7 @@ LINE_LENGTH = 88  # ruff's default: the module passes `ruff format --check` as w
 INDENT = "    "
 NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")  # the grammar's NAME token
 _RESERVED = {"keras", "layers", "ops", "build_model", "compile_model", "inputs", "name",
-             "model"}
+             "model", "math"}
 
 
 @cache
@@ -127,7 +127,9 @@ def identifier(name: str, taken: set[str] = frozenset()) -> str:  # type: ignore
 
 _IFELSE, _OR, _AND, _NOT, _CMP, _ADD, _MUL, _UNARY, _ATOM = range(-4, 5)
 _PREC = {"+": _ADD, "-": _ADD, "*": _MUL, "/": _MUL, "//": _MUL}
-_FUNCTIONS = {"min", "max", "round"}  # Python's builtins; `ceil` and `floor` need `math`
+_FUNCTIONS = {"min", "max", "round"}  # Python's builtins
+_MATH = {"ceil", "floor"}  # `math.ceil`, `math.floor`: the module then imports math
+_USES_MATH = re.compile(r"\bmath\.(ceil|floor)\(")
 
 
 class Sym(Symbolic):
@@ -215,8 +217,9 @@ class Sym(Symbolic):
     def apply(self, func: str, args: tuple[Any, ...]) -> Sym:
         """A function or comparison of the language as Python source: `max(8, c // 4)`,
         `stride == 1 and inputs.shape[-1] == filters`."""
-        if func in _FUNCTIONS:
-            return Sym(f"{func}({', '.join(self._src(a, _OR) for a in args)})")
+        if func in _FUNCTIONS or func in _MATH:
+            call = func if func in _FUNCTIONS else f"math.{func}"
+            return Sym(f"{call}({', '.join(self._src(a, _OR) for a in args)})")
         if func in ("and", "or", "not"):
             prec = {"and": _AND, "or": _OR, "not": _NOT}[func]
             if func == "not":
@@ -972,6 +975,12 @@ class Module:
     uses_layers: bool = True  # any layer from `keras.layers` (else no import of it)
 
     @property
+    def uses_math(self) -> bool:
+        """Whether the code calls `math.ceil` or `math.floor` (and so imports math)."""
+        lines = [*self.build_lines, *(line for f in self.functions for line in f.lines)]
+        return any(_USES_MATH.search(line) for line in lines)
+
+    @property
     def note(self) -> list[str]:
         """Comment lines saying which blocks are not functions, and why."""
         if self.kind == "flat" and self.shared:
@@ -1212,13 +1221,13 @@ def _normalise(kind: str, v: Any) -> Any:
 
 def _makes_layers(stmts: tuple[ast.Statement, ...], blocks: dict[str, ast.BlockDef],
                   seen: frozenset[str] = frozenset()) -> bool:
+    maybe = False  # an `if` makes layers in one branch only
     for s in stmts:
         if isinstance(s, ast.If):
             either = (_makes_layers(s.body, blocks, seen), _makes_layers(s.orelse, blocks, seen))
             if all(either):
                 return True
-            if any(either):  # the elaborator's count of repetitions depends on the branch
-                raise Unsupported("a repeated `if` that may make no layers")
+            maybe = maybe or any(either)
             continue
         if not s.is_call:
             return True
@@ -1226,6 +1235,8 @@ def _makes_layers(stmts: tuple[ast.Statement, ...], blocks: dict[str, ast.BlockD
         if b is not None and b.name.id not in seen and _makes_layers(b.body, blocks,
                                                                     seen | {b.name.id}):
             return True
+    if maybe:  # and nothing else surely does: the elaborator's count depends on the branch
+        raise Unsupported("a repeated `if` that may make no layers")
     return False
 
 

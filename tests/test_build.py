@@ -338,6 +338,7 @@ def test_every_op_literal_and_symbolic(source, tmp_path, keras):
 REPEAT_INDEX = """
 block unit(c, rate) {
   conv c 3x3 same
+  conv max(8, floor(c * 1.5 + 4) // 8 * 8) + ceil(c / 4) 1x1
   dropout rate noise_shape=(1, 1, 1)
 }
 block stage(n, first, blocks) {
@@ -360,7 +361,8 @@ def test_repeat_index_becomes_the_loop_variable(tmp_path, keras):
     code = path.read_text()
     assert "for b in range(n):" in code
     assert "x = unit(x, 4 + b, 0.2 * (first + b) / blocks, name=" in code
-    assert "filters=2 + 2 * i + j," in code
+    assert "filters=2 + 2 * i + j," in code and "\nimport math\n" in code
+    assert "filters=max(8, math.floor(c * 1.5 + 4) // 8 * 8) + math.ceil(c / 4)," in code
     keras.backend.clear_session()
     model = load_module(path).build_model()
     assert_matches_check(keras, model, REPEAT_INDEX)
@@ -369,7 +371,7 @@ def test_repeat_index_becomes_the_loop_variable(tmp_path, keras):
     assert rates == [0.2 * b / 5 for b in range(5)]
     filters = [layer.filters for layer in model.layers
                if isinstance(layer, keras.layers.Conv2D)]
-    assert filters == [8, 4, 5, 6, 4, 5, 2, 3, 4, 5]
+    assert filters == [8, 4, 9, 5, 10, 6, 10, 4, 9, 5, 10, 2, 3, 4, 5]
     keras.backend.clear_session()
     assert_ruff_clean([str(path)], RUFF_FORMAT, ["check", "--isolated"])
 

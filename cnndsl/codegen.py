@@ -38,7 +38,7 @@ from typing import Any
 
 from cnndsl import __version__, ast
 from cnndsl.diagnostics import CnnError, Diagnostic
-from cnndsl.elaborate import Elaborator, refs, walk
+from cnndsl.elaborate import Elaborator, refs, repeat_index, walk
 from cnndsl.files import InputOverwriteError, WriteError, refuse_input, write_atomic
 from cnndsl.infer import Analysis
 from cnndsl.ops import OPS
@@ -51,7 +51,7 @@ LINE_LENGTH = 88  # ruff's default: the module passes `ruff format --check` as w
 INDENT = "    "
 NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")  # the grammar's NAME token
 _RESERVED = {"keras", "layers", "ops", "build_model", "compile_model", "inputs", "name",
-             "model"}
+             "model", "math"}
 
 
 @cache
@@ -135,7 +135,9 @@ def identifier(name: str, taken: set[str] = frozenset()) -> str:  # type: ignore
 
 _IFELSE, _OR, _AND, _NOT, _CMP, _ADD, _MUL, _UNARY, _ATOM = range(-4, 5)
 _PREC = {"+": _ADD, "-": _ADD, "*": _MUL, "/": _MUL, "//": _MUL}
-_FUNCTIONS = {"min", "max", "round"}  # Python's builtins; `ceil` and `floor` need `math`
+_FUNCTIONS = {"min", "max", "round"}  # Python's builtins
+_MATH = {"ceil", "floor"}  # `math.ceil`, `math.floor`: the module then imports math
+_USES_MATH = re.compile(r"\bmath\.(ceil|floor)\(")
 
 
 class Sym(Symbolic):
@@ -223,8 +225,9 @@ class Sym(Symbolic):
     def apply(self, func: str, args: tuple[Any, ...]) -> Sym:
         """A function or comparison of the language as Python source: `max(8, c // 4)`,
         `stride == 1 and inputs.shape[-1] == filters`."""
-        if func in _FUNCTIONS:
-            return Sym(f"{func}({', '.join(self._src(a, _OR) for a in args)})")
+        if func in _FUNCTIONS or func in _MATH:
+            call = func if func in _FUNCTIONS else f"math.{func}"
+            return Sym(f"{call}({', '.join(self._src(a, _OR) for a in args)})")
         if func in ("and", "or", "not"):
             prec = {"and": _AND, "or": _OR, "not": _NOT}[func]
             if func == "not":
@@ -790,7 +793,9 @@ class _Emitter:
 
     def repeat(self, stmt: ast.Stmt, env: dict[str, Any], scope: _Scope, current: str,
                chain: str) -> str:
-        count = self.resolve(evaluate(stmt.args[0].value, env))
+        counts = [a for a in stmt.args if isinstance(a, ast.Positional)]
+        count = self.resolve(evaluate(counts[0].value, env))
+        counter = repeat_index(stmt, env)  # bound to each repetition's number, from 0
         assert stmt.brace is not None
         body = stmt.brace.body
         own_scope = stmt.alias is not None or not (len(body) == 1 and _is_call(body[0])
@@ -801,9 +806,10 @@ class _Emitter:
         if not isinstance(count, Sym) and (count <= 1 or scope.collides(base, count)):
             # Unrolled: once, or around a name taken by hand (`as repeat_2`), as the
             # elaborator skips it
-            for _ in range(count):
+            for k in range(count):
                 name = scope.fresh(base)
-                current = self._repetition(body, env, scope, name, own_scope, current, chain)
+                inner = env if counter is None else {**env, counter: k}
+                current = self._repetition(body, inner, scope, name, own_scope, current, chain)
             return current
         if self.loop_depth >= MAX_LOOP_DEPTH:  # Python allows 20 nested blocks
             raise Unsupported("repeats nested too deeply for Python's loops")
@@ -811,11 +817,15 @@ class _Emitter:
             self.emit(f"{chain} = {current}")
         start = scope.advance(base, count)
         var = self.loop_var()
+        if counter is not None and not _INTERNAL.match(counter):  # `index=b`: `for b in`
+            var = identifier(counter, self.variables)
+            self.variables.add(var)
         self.emit(f"for {var} in range({literal(count)}):")
         self.indent += 1
         index = Sym(var) + (start + 1) if not isinstance(start, Sym) else start + Sym(var) + 1
         name = scope.name.child(f"{base}_", index)
-        out = self._repetition(body, env, scope, name, own_scope, chain, chain)
+        inner = env if counter is None else {**env, counter: Sym(var)}
+        out = self._repetition(body, inner, scope, name, own_scope, chain, chain)
         if out != chain:  # a named tensor ends the body: the next repetition reads it
             self.emit(f"{chain} = {out}")
         self.indent -= 1
@@ -1012,6 +1022,12 @@ class Module:
     shared: bool = False  # some layer is applied again (`reuse`)
     classes: list[str] = field(default_factory=list)  # cnndsl's own layers, as source
     uses_layers: bool = True  # any layer from `keras.layers` (else no import of it)
+
+    @property
+    def uses_math(self) -> bool:
+        """Whether the code calls `math.ceil` or `math.floor` (and so imports math)."""
+        lines = [*self.build_lines, *(line for f in self.functions for line in f.lines)]
+        return any(_USES_MATH.search(line) for line in lines)
 
     @property
     def note(self) -> list[str]:
@@ -1259,13 +1275,13 @@ def _normalise(kind: str, v: Any) -> Any:
 
 def _makes_layers(stmts: tuple[ast.Statement, ...], blocks: dict[str, ast.BlockDef],
                   seen: frozenset[str] = frozenset()) -> bool:
+    maybe = False  # an `if` makes layers in one branch only
     for s in stmts:
         if isinstance(s, ast.If):
             either = (_makes_layers(s.body, blocks, seen), _makes_layers(s.orelse, blocks, seen))
             if all(either):
                 return True
-            if any(either):  # the elaborator's count of repetitions depends on the branch
-                raise Unsupported("a repeated `if` that may make no layers")
+            maybe = maybe or any(either)
             continue
         if not s.is_call:
             return True
@@ -1273,6 +1289,8 @@ def _makes_layers(stmts: tuple[ast.Statement, ...], blocks: dict[str, ast.BlockD
         if b is not None and b.name.id not in seen and _makes_layers(b.body, blocks,
                                                                     seen | {b.name.id}):
             return True
+    if maybe:  # and nothing else surely does: the elaborator's count depends on the branch
+        raise Unsupported("a repeated `if` that may make no layers")
     return False
 
 

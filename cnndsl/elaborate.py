@@ -609,8 +609,10 @@ class Elaborator:
     def repeat(self, stmt: ast.Stmt, current: int | None, env: dict[str, Any],
                scope: tuple[str, ...]) -> int | None:
         positional = [a for a in stmt.args if isinstance(a, ast.Positional)]
-        if len(stmt.args) != 1 or not positional:
-            raise CnnError("`repeat` takes one count: `repeat N { ... }`", stmt.op.span)
+        index = repeat_index(stmt, env)
+        if len(stmt.args) != 1 + (index is not None) or len(positional) != 1:
+            raise CnnError("`repeat` takes one count: `repeat N { ... }`", stmt.op.span,
+                           "and optionally `index=NAME`: `repeat N index=i { ... }`")
         count = evaluate(positional[0].value, env)
         if isinstance(count, Deferred):
             raise CnnError("a repeat count cannot depend on a tensor's shape", positional[0].span,
@@ -626,7 +628,9 @@ class Elaborator:
                                                    and body[0].alias is None)
         self.repeat_spans.append(stmt.span)
         try:
-            for _ in range(count):
+            for k in range(count):
+                if index is not None:  # the repetition's number, from 0
+                    env = {**env, index: k}
                 before, errors = len(self.nodes), len(self.diagnostics)
                 inner = scope
                 if own_scope:
@@ -698,6 +702,30 @@ def _keras_habit(op: Op, word: str, around: tuple[ast.Arg | None, ...],
         size = f"{before}x{after}" if before.isdigit() and after.isdigit() else "3x3"
         return f"sizes are written without spaces: `{size}`"
     return None
+
+
+def repeat_index(stmt: ast.Stmt, env: dict[str, Any]) -> str | None:
+    """The name `repeat N index=NAME { ... }` binds to each repetition's number, or None."""
+    keywords = [a for a in stmt.args if isinstance(a, ast.Keyword)]
+    for arg in keywords:
+        if arg.name.id != "index":
+            raise CnnError(f"`repeat` has no argument `{arg.name.id}`", arg.name.span,
+                           did_you_mean(arg.name.id, ["index"])
+                           or "it takes a count and `index=NAME`: `repeat N index=i { ... }`")
+    if len(keywords) > 1:
+        raise CnnError("`index` is given twice", keywords[1].span)
+    if not keywords:
+        return None
+    value = keywords[0].value
+    if not isinstance(value, ast.Name):
+        raise CnnError("`index` takes a name for the repetition's number", value.span,
+                       "write `repeat N index=i { ... }`: `i` is 0, 1, ... N - 1")
+    if value.id in env:
+        what = ("the input" if value.id == "in"
+                else "a block parameter or an enclosing repeat's index")
+        raise CnnError(f"`{value.id}` is already {what}", value.span,
+                       "give the index a name of its own")
+    return value.id
 
 
 def _is_call(stmt: ast.Statement) -> bool:

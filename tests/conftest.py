@@ -34,8 +34,9 @@ def network_id(case: tuple[Path, str | None]) -> str:
 # The example networks whose Keras models take longest to build (about 10 s each on 2
 # cores): `-m "not slow"` leaves them out locally; CI runs everything.
 SLOW_NETWORKS = {"densenet169", "densenet201", "inception_resnet_v2", "resnet152",
-                 "resnet152v2",
-                 "nasnet_mobile", "nasnet_large"}
+                 "resnet152v2", "nasnet_mobile", "nasnet_large", "convnext_large",
+                 "convnext_xlarge", "efficientnet_b6", "efficientnet_b7", "efficientnet_v2_m",
+                 "efficientnet_v2_l"}
 
 
 def example_params() -> list:

@@ -349,6 +349,47 @@ def test_every_op_literal_and_symbolic(source, tmp_path, keras):
     assert_ruff_clean([str(path)], RUFF_FORMAT, ["check", "--isolated"])
 
 
+REPEAT_INDEX = """
+block unit(c, rate) {
+  conv c 3x3 same
+  conv max(8, floor(c * 1.5 + 4) // 8 * 8) + ceil(c / 4) 1x1
+  dropout rate noise_shape=(1, 1, 1)
+}
+block stage(n, first, blocks) {
+  repeat n index=b { unit(4 + b, 0.2 * (first + b) / blocks) }
+}
+network idx {
+  input 16x16x3
+  repeat 1 index=i { conv 8 + i 1x1 }
+  stage(3, 0, 5)
+  stage(2, 3, 5)
+  repeat 2 index=i { repeat 2 index=j { conv 2 + 2 * i + j 1x1 } }
+}
+"""
+
+
+def test_repeat_index_becomes_the_loop_variable(tmp_path, keras):
+    """`repeat N index=i`: the loop variable in the generated `for`, the repetition's
+    number when unrolled; every layer and every dropout rate as `check` has them."""
+    path = build(tmp_path, REPEAT_INDEX)
+    code = path.read_text()
+    assert "for b in range(n):" in code
+    assert "x = unit(x, 4 + b, 0.2 * (first + b) / blocks, name=" in code
+    assert "filters=2 + 2 * i + j," in code and "\nimport math\n" in code
+    assert "filters=max(8, math.floor(c * 1.5 + 4) // 8 * 8) + math.ceil(c / 4)," in code
+    keras.backend.clear_session()
+    model = load_module(path).build_model()
+    assert_matches_check(keras, model, REPEAT_INDEX)
+    rates = [layer.get_config()["rate"] for layer in model.layers
+             if isinstance(layer, keras.layers.Dropout)]
+    assert rates == [0.2 * b / 5 for b in range(5)]
+    filters = [layer.filters for layer in model.layers
+               if isinstance(layer, keras.layers.Conv2D)]
+    assert filters == [8, 4, 9, 5, 10, 6, 10, 4, 9, 5, 10, 2, 3, 4, 5]
+    keras.backend.clear_session()
+    assert_ruff_clean([str(path)], RUFF_FORMAT, ["check", "--isolated"])
+
+
 @pytest.mark.parametrize("example", ["inception_module.cnn", "mobilenet_v2.cnn"])
 def test_flat_fallback_is_exact(example, tmp_path, keras):
     source = (EXAMPLES / example).read_text()

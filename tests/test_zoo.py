@@ -57,10 +57,14 @@ PROVED = {
     "ResNet152V2", "DenseNet121", "DenseNet169", "DenseNet201", "InceptionV3",
     "InceptionResNetV2", "Xception", "MobileNet", "MobileNetV2", "MobileNetV3Small",
     "MobileNetV3Large", "NASNetMobile", "NASNetLarge",
+    "ConvNeXtTiny", "ConvNeXtSmall", "ConvNeXtBase", "ConvNeXtLarge", "ConvNeXtXLarge",
+    *(f"EfficientNetB{i}" for i in range(8)),
+    *(f"EfficientNetV2{v}" for v in ("B0", "B1", "B2", "B3", "S", "M", "L")),
 }
 # Keras models that take the longest to build (several seconds each on 2 cores).
 SLOW = {"DenseNet169", "DenseNet201", "InceptionResNetV2", "ResNet152", "ResNet152V2",
-        "NASNetMobile", "NASNetLarge"}
+        "NASNetMobile", "NASNetLarge", "ConvNeXtLarge", "ConvNeXtXLarge", "EfficientNetB6",
+        "EfficientNetB7", "EfficientNetV2M", "EfficientNetV2L"}
 
 
 def _count(weights) -> int:
@@ -150,6 +154,30 @@ def test_zoo_equals_keras_applications(twin):
     for mine, keras_layer in zip(ours["layers"], theirs["layers"], strict=True):
         assert mine == keras_layer  # (output shape, trainable, non-trainable, MACs)
     assert ours["macs"] == theirs["macs"]
+
+
+@pytest.mark.parametrize("constructor, example, network", [
+    ("EfficientNetB1", "efficientnet.cnn", "efficientnet_b1"),
+    ("EfficientNetV2B1", "efficientnet_v2.cnn", "efficientnet_v2_b1"),
+])
+def test_efficientnet_drop_rates_are_keras_exactly(constructor, example, network):
+    """Every per-block stochastic-depth rate, 0.2 * b / blocks with `b` from `repeat`'s
+    index, equals the Keras Dropout's configured rate (as floats, exactly), in order; so
+    do the noise shape and the classifier's dropout."""
+    import keras
+
+    keras.backend.clear_session()
+    model = getattr(keras.applications, constructor)(weights=None)
+    theirs = [(layer.get_config()["rate"], layer.get_config()["noise_shape"])
+              for layer in model.layers if isinstance(layer, keras.layers.Dropout)]
+    del model
+    keras.backend.clear_session()
+    a = analyse((EXAMPLES / example).read_text(), network).analysis
+    ours = [(layer.node.args["rate"], None if layer.node.args["noise_shape"] is None
+             else (None, *layer.node.args["noise_shape"]))
+            for layer in a.layers if layer.node.op.name == "dropout"]
+    assert len(ours) > 10 and ours == [(rate, None if shape is None else tuple(shape))
+                                       for rate, shape in theirs]
 
 
 @pytest.mark.parametrize("twin", TWINS, ids=lambda t: f"{t.example}:{t.network}")

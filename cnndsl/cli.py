@@ -15,10 +15,17 @@ import typer
 from typer.main import get_command
 
 from cnndsl import __version__
-from cnndsl.diagnostics import ERROR, WARNING, Renderer
+from cnndsl.console import (
+    EXIT_ERRORS,
+    EXIT_INTERNAL,
+    EXIT_USAGE,
+    colour_for,
+    fail,
+    read_source,
+    summary_line,
+)
+from cnndsl.diagnostics import Renderer
 from cnndsl.safetext import shown
-
-EXIT_ERRORS, EXIT_USAGE, EXIT_INTERNAL = 1, 2, 70
 
 
 class _App(typer.Typer):
@@ -59,12 +66,7 @@ def _exit_on_click_error(err: Exception) -> None:
     where = f"cnndsl {ctx.info_name} --help" if ctx is not None and ctx.parent else "cnndsl --help"
     # typer and click both suggest a close command name: say it once
     message = re.sub(r"( Did you mean [^?]*\?)\1+", r"\1", err.format_message())
-    _fail(f"{message} (see `{where}`)", err.exit_code or EXIT_USAGE)
-
-
-def _fail(message: str, code: int = EXIT_USAGE) -> None:
-    print(f"error: {shown(message)}", file=sys.stderr)
-    sys.exit(code)
+    fail(f"{message} (see `{where}`)", err.exit_code or EXIT_USAGE)
 
 
 app = _App(
@@ -77,51 +79,9 @@ app = _App(
 )
 
 
-def colour_for(stream: Any) -> bool:
-    """Colour only on a terminal, and never when NO_COLOR is set (no-color.org)."""
-    if os.environ.get("NO_COLOR") or os.environ.get("TERM") == "dumb":
-        return False
-    return bool(os.environ.get("FORCE_COLOR")) or stream.isatty()
-
-
-def read_source(path: Path) -> str:
-    """The file's text, within the limits of cnndsl.limits; else a one-line error, exit 2."""
-    from cnndsl.limits import SourceError
-    from cnndsl.limits import read_source as read
-
-    try:
-        return read(path)
-    except SourceError as err:
-        _fail(str(err))
-    raise AssertionError  # unreachable: _fail exits
-
-
-def _summary(diagnostics: list, filename: str) -> str | None:
-    errors = sum(d.severity == ERROR for d in diagnostics)
-    warnings = sum(d.severity == WARNING for d in diagnostics)
-    plural = lambda n, w: f"{n} {w}{'s' if n != 1 else ''}"  # noqa: E731
-    filename = shown(filename)
-    if errors:
-        extra = f" and {plural(warnings, 'warning')}" if warnings else ""
-        return f"error: `{filename}` has {plural(errors, 'error')}{extra}"
-    return f"{plural(warnings, 'warning')} in `{filename}`" if warnings else None
-
-
 FileArg = Annotated[Path, typer.Argument(help="The .cnn file.", show_default=False, metavar="FILE")]
 NetworkOpt = Annotated[str | None, typer.Option(
     "--network", "-n", help="Which network of the file (when it defines several).")]
-
-
-def load(file: Path, network: str | None):
-    """Read and analyse a file; a bad --network is a usage error."""
-    from cnndsl.pipeline import NetworkChoiceError, analyse
-
-    source = read_source(file)
-    try:
-        return source, analyse(source, network)
-    except NetworkChoiceError as err:
-        _fail(str(err))
-        raise AssertionError from err  # unreachable: _fail exits
 
 
 @app.command()
@@ -130,25 +90,43 @@ def check(
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object on stdout.")] = False,
     network: NetworkOpt = None,
 ) -> int:
-    """Check every shape, parameter and multiply-add, exactly as Keras."""
+    """Check every shape, parameter and multiply-add, exactly as Keras (every network of
+    the file in turn, unless --network picks one)."""
     from cnndsl import report
+    from cnndsl.pipeline import NetworkChoiceError, analyse
 
-    source, result = load(file, network)
+    source = read_source(file)
+    try:
+        results = [analyse(source, network)]
+    except NetworkChoiceError as err:
+        if network is not None or as_json:
+            fail(str(err))
+        results = [analyse(source, name) for name in err.names]
     name = str(file)
     if as_json:
         import json
 
-        print(json.dumps(report.to_json(result, name), indent=2))
-        return 0 if result.ok else EXIT_ERRORS
+        print(json.dumps(report.to_json(results[0], name), indent=2))
+        return 0 if results[0].ok else EXIT_ERRORS
+    for i, result in enumerate(results):
+        if i:
+            print()
+        _report(result, source, name)
+    return 0 if all(r.ok for r in results) else EXIT_ERRORS
+
+
+def _report(result: Any, source: str, name: str) -> None:
+    """One network's diagnostics on stderr, its table on stdout, and the summary line."""
+    from cnndsl import report
+
     renderer = Renderer(name, source, colour_for(sys.stderr))
     for block in renderer.blocks(result.diagnostics):
         print(block + "\n", file=sys.stderr)
     if result.ok and result.analysis is not None:
         print(report.table(result.analysis, shown(name), colour_for(sys.stdout)))
-    summary = _summary(result.diagnostics, name)
+    summary = summary_line(result.diagnostics, name)
     if summary:
         print(summary, file=sys.stderr)
-    return 0 if result.ok else EXIT_ERRORS
 
 
 @app.command()

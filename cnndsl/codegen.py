@@ -1195,7 +1195,7 @@ def generate(source: str, filename: str, network: str | None = None,
 def build_command(file: Path, out: str | None, network: str | None) -> int:
     """`cnndsl build FILE [-o OUT.py | -o -] [--network NAME]`: 0 built, 1 the file has
     errors (nothing written), 2 usage errors."""
-    from cnndsl.cli import EXIT_ERRORS, EXIT_USAGE, _summary, colour_for, read_source
+    from cnndsl.console import EXIT_ERRORS, EXIT_USAGE, colour_for, read_source, summary_line
     from cnndsl.diagnostics import Renderer
     from cnndsl.pipeline import NetworkChoiceError
 
@@ -1221,7 +1221,7 @@ def build_command(file: Path, out: str | None, network: str | None) -> int:
     renderer = Renderer(str(file), source, colour_for(sys.stderr))
     for block in renderer.blocks(diagnostics):
         print(block + "\n", file=sys.stderr)
-    summary = _summary(diagnostics, str(file))
+    summary = summary_line(diagnostics, str(file))
     if summary:
         print(summary, file=sys.stderr)
     if code is None:

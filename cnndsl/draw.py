@@ -563,7 +563,7 @@ def draw_command(file: Path, out: Path, network: str | None, rankdir: str, colla
         _error(f"`dot` (Graphviz) is not on PATH, needed for .{kind}: {INSTALL_HINT}")
         return EXIT_USAGE
 
-    from cnndsl.cli import colour_for, load
+    from cnndsl.console import colour_for, load
 
     try:
         refuse_input(out, [file])

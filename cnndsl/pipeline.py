@@ -14,7 +14,12 @@ from cnndsl.train_config import check_outputs, validate_train
 
 
 class NetworkChoiceError(Exception):
-    """`--network` names no network of the file, or the file has several and none was named."""
+    """`--network` names no network of the file, or the file has several and none was named;
+    `names` are the file's networks."""
+
+    def __init__(self, message: str, names: list[str]) -> None:
+        super().__init__(message)
+        self.names = names
 
 
 @dataclass
@@ -34,10 +39,10 @@ def _choose(program: ast.Program, name: str | None) -> ast.Network:
             if net.name.id == name:
                 return net
         raise NetworkChoiceError(f"no network named `{name}` (the file defines: "
-                                 f"{', '.join(names) or 'none'})")
+                                 f"{', '.join(names) or 'none'})", names)
     if len(names) > 1:
         raise NetworkChoiceError(f"the file defines {len(names)} networks ({', '.join(names)}); "
-                                 "choose one with --network NAME")
+                                 "choose one with --network NAME", names)
     return program.networks[0]
 
 

@@ -116,3 +116,22 @@ def test_check_never_imports_tensorflow():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           cwd=ROOT, timeout=60)
     assert proc.stderr.strip().endswith("[]"), proc.stderr[-500:]
+
+
+def test_check_without_network_reports_every_network_of_the_file():
+    proc = run_cnndsl("check", str(EXAMPLES / "vgg.cnn"))
+    assert proc.returncode == 0, proc.stderr
+    tables = [line.split()[1] for line in proc.stdout.splitlines()
+              if line.startswith("network ")]
+    assert tables == ["vgg16", "vgg19"]
+    totals = [line for line in proc.stdout.splitlines() if line.startswith("Total params:")]
+    for network, line in zip(tables, totals, strict=True):
+        one = run_cnndsl("check", str(EXAMPLES / "vgg.cnn"), "--network", network).stdout
+        assert line in one
+
+
+def test_check_json_of_several_networks_needs_network():
+    proc = run_cnndsl("check", str(EXAMPLES / "vgg.cnn"), "--json")
+    assert proc.returncode == 2
+    assert proc.stdout == ""
+    assert "choose one with --network NAME" in proc.stderr

@@ -86,11 +86,11 @@ MUTATIONS = (
              '"padding": "valid"', KERAS),
     # infer
     Mutation("RF min instead of max at a merge", "cnndsl/infer.py",
-             "return Field(tuple(max(f.size[i] for f in inputs)",
-             "return Field(tuple(min(f.size[i] for f in inputs)", FIELDS),
+             "return Field(tuple(max(f.extent[i] for f in inputs)",
+             "return Field(tuple(min(f.extent[i] for f in inputs)", FIELDS),
     Mutation("RF growth ignores the jump", "cnndsl/infer.py",
-             "f.size[i] + (windows[i].kernel - 1) * f.jump[i]",
-             "f.size[i] + (windows[i].kernel - 1)", FIELDS),
+             "f.extent[i] + (windows[i].kernel - 1) * f.jump[i]",
+             "f.extent[i] + (windows[i].kernel - 1)", FIELDS),
     Mutation("peak memory frees at first use", "cnndsl/infer.py",
              "last_use[i] = layer.node.id", "last_use.setdefault(i, layer.node.id)", FIELDS),
     Mutation("peak memory frees inputs before the output exists", "cnndsl/infer.py",
@@ -127,10 +127,10 @@ MUTATIONS = (
              ("tests/test_train.py::test_sigkill_mid_run_then_resume_loses_and_repeats_no_epoch",)),
     # draw
     Mutation("draw ignores --collapse", "cnndsl/draw.py",
-             "0 if collapse and depth is None\n                   else depth",
-             "depth", DRAW),
+             "depth = 0 if collapse and depth is None else depth", "pass", DRAW),
     Mutation("draw ignores --rankdir", "cnndsl/draw.py",
-             "rankdir.upper(), 0 if collapse", '"TB", 0 if collapse', DRAW),
+             "result.diagnostics, rankdir.upper(), depth)", 'result.diagnostics, "TB", depth)',
+             DRAW),
 )
 
 

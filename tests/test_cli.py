@@ -84,7 +84,9 @@ def test_exit_codes(tmp_path):
 def test_network_choice(tmp_path):
     two = tmp_path / "two.cnn"
     two.write_text("network a { input 4x4x1 }\nnetwork b { input 8x8x1; flatten }\n")
-    ambiguous = run_cnndsl("check", str(two))
+    both = run_cnndsl("check", str(two))  # the text report checks every network in turn
+    assert both.returncode == 0 and "network a " in both.stdout and "network b " in both.stdout
+    ambiguous = run_cnndsl("check", str(two), "--json")
     assert ambiguous.returncode == 2 and "--network" in ambiguous.stderr
     data = json.loads(run_cnndsl("check", str(two), "--json", "--network", "b").stdout)
     assert data["output_shape"] == [64]

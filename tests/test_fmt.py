@@ -202,3 +202,28 @@ def test_command_leaves_non_utf8_file(tmp_path: Path, cnndsl) -> None:
     run = cnndsl("fmt", str(latin))
     assert run.returncode == 1 and "not UTF-8" in run.stderr
     assert latin.read_bytes() == data
+
+
+def test_continued_header_keeps_its_alignment_and_opens_one_level():
+    """A `\\` line keeps the author's deeper alignment; the `{` at its end opens a body one
+    level in from the statement's first line, and the `}` goes back there."""
+    source = ("block unit(f, \\\n"
+              "           k=3) {\n"
+              "            conv f k same\n"
+              "        }\n"
+              "network n {\n"
+              "  input 8x8x1\n"
+              "  unit(4)\n"
+              "}\n")
+    expected = ("block unit(f, \\\n"
+                "           k=3) {\n"
+                "    conv f k same\n"
+                "}\n"
+                "network n {\n"
+                "    input 8x8x1\n"
+                "    unit(4)\n"
+                "}\n")
+    assert format_source(source) == expected
+    assert format_source(expected) == expected
+    shallow = "block unit(f, \\\nk=3) {\n    conv f k same\n}\n"
+    assert format_source(shallow).splitlines()[1] == "    k=3) {"

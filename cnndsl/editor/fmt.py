@@ -145,7 +145,8 @@ def _layout(raw: list[str]) -> list[_Line]:
     """Tokens and indentation of every line, following braces, paths and `\\` lines."""
     stack: list[_Frame] = []
     lines: list[_Line] = []
-    continued_from: int | None = None
+    continued_from: int | None = None  # the indentation of the line a `\` line continues
+    shift = 0  # how far the author indented the continuation lines past that line
     for number, text in enumerate(raw, 1):
         tokens = _tokenize(text, number)
         comment = tokens.pop() if tokens and tokens[-1].kind == "comment" else None
@@ -156,7 +157,7 @@ def _layout(raw: list[str]) -> list[_Line]:
         indent = top.body + (PATH_INDENT if top.in_path else 0)
         i = 0
         if continued_from is not None:
-            indent = continued_from + INDENT
+            indent = continued_from + max(INDENT, tokens[0].column - shift if tokens else 0)
         else:
             while i < len(tokens) and tokens[i].text == "}":
                 indent = stack.pop().opener
@@ -165,9 +166,11 @@ def _layout(raw: list[str]) -> list[_Line]:
                 top.in_path = True
                 indent = top.body
         content = indent + (PATH_INDENT if tokens[i:i + 1] and tokens[i].text == "|" else 0)
+        # A brace on a `\` line belongs to the statement the first of those lines starts.
+        opener, base = (content, indent) if continued_from is None else (continued_from,) * 2
         for tok in tokens[i:]:
             if tok.text == "{":
-                stack.append(_Frame(content, indent + INDENT))
+                stack.append(_Frame(opener, base + INDENT))
             elif tok.text == "}" and stack:
                 stack.pop()
             elif tok.text == "|" and stack:
@@ -176,8 +179,10 @@ def _layout(raw: list[str]) -> list[_Line]:
             tokens.pop()  # a `;` ending a line separates nothing the newline does not
         origin = tokens[0].column if tokens else 0
         lines.append(_Line(indent, tokens, comment, origin=origin))
-        continued_from = (continued_from if continued_from is not None else indent) \
-            if tokens and tokens[-1].kind == "cont" else None
+        if tokens and tokens[-1].kind == "cont" and continued_from is None:
+            continued_from, shift = indent, origin  # alignment kept relative to this line
+        elif not (tokens and tokens[-1].kind == "cont"):
+            continued_from = None
     _indent_comments(lines)
     return lines
 

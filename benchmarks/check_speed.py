@@ -66,7 +66,7 @@ def residual(units: int, references: bool) -> str:
 def in_process(texts: list[str], repeat: int) -> list[float]:
     """Best-of-`repeat` seconds of `analyse` for each text, runs interleaved so that
     the machine's load at any moment falls on all of them alike."""
-    from cnndsl.pipeline import analyse
+    from cnndsl.analysis.pipeline import analyse
 
     analyse(texts[0])  # warm the grammar cache
     best = [float("inf")] * len(texts)

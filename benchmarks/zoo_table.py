@@ -23,8 +23,8 @@ import sys
 import time
 from pathlib import Path
 
-from cnndsl.parser import parse
-from cnndsl.report import human
+from cnndsl.backends.report import human
+from cnndsl.lang.parser import parse
 
 ROOT = Path(__file__).resolve().parent.parent
 ZOO_MD = ROOT / "docs" / "zoo.md"

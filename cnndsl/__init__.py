@@ -1,3 +1,5 @@
 """cnndsl: a small language for convolutional networks, checked exactly as Keras builds them."""
 
-__version__ = "0.1.0"
+from cnndsl.version import __version__
+
+__all__ = ["__version__"]

@@ -14,7 +14,8 @@ from typing import Annotated, Any
 import typer
 from typer.main import get_command
 
-from cnndsl import __version__
+from cnndsl.common.diagnostics import Renderer
+from cnndsl.common.safetext import shown
 from cnndsl.console import (
     EXIT_ERRORS,
     EXIT_INTERNAL,
@@ -24,8 +25,7 @@ from cnndsl.console import (
     read_source,
     summary_line,
 )
-from cnndsl.diagnostics import Renderer
-from cnndsl.safetext import shown
+from cnndsl.version import __version__
 
 
 class _App(typer.Typer):
@@ -92,8 +92,8 @@ def check(
 ) -> int:
     """Check every shape, parameter and multiply-add, exactly as Keras (every network of
     the file in turn, unless --network picks one)."""
-    from cnndsl import report
-    from cnndsl.pipeline import NetworkChoiceError, analyse
+    from cnndsl.analysis.pipeline import NetworkChoiceError, analyse
+    from cnndsl.backends import report
 
     source = read_source(file)
     try:
@@ -117,7 +117,7 @@ def check(
 
 def _report(result: Any, source: str, name: str) -> None:
     """One network's diagnostics on stderr, its table on stdout, and the summary line."""
-    from cnndsl import report
+    from cnndsl.backends import report
 
     renderer = Renderer(name, source, colour_for(sys.stderr))
     for block in renderer.blocks(result.diagnostics):
@@ -139,7 +139,7 @@ def build(
     network: NetworkOpt = None,
 ) -> int:
     """Write the network as readable Keras code."""
-    from cnndsl.codegen import build_command
+    from cnndsl.backends.codegen import build_command
 
     return build_command(file, output, network)
 
@@ -162,7 +162,7 @@ def draw(
         "--format", "-f", help="svg, png, pdf or dot: overrides the extension.")] = None,
 ) -> int:
     """Draw the network with Graphviz (.svg .png .pdf .dot)."""
-    from cnndsl.draw import draw_command
+    from cnndsl.backends.draw import draw_command
 
     return draw_command(file, output, network, rankdir, collapse, depth, fmt)
 
@@ -212,7 +212,7 @@ def train(
         help="Devices to mirror over, e.g. /gpu:0,/gpu:1 (or /cpu:0,/cpu:1).")] = None,
 ) -> int:
     """Build the network in-process with Keras and train it."""
-    from cnndsl.train import EXIT_WORKER_LOST, train_command
+    from cnndsl.training.train import EXIT_WORKER_LOST, train_command
 
     code = train_command(
         file, network=network, out=out, resume=resume, data=data,
@@ -221,7 +221,7 @@ def train(
         validation_split=validation_split, early_stopping=early_stopping, patience=patience,
         seed=seed, strategy=strategy)
     if code == EXIT_WORKER_LOST:
-        from cnndsl.distribute import rejoin
+        from cnndsl.training.distribute import rejoin
 
         rejoin()
     return code
@@ -239,7 +239,7 @@ def evaluate(
         "--dataset", help="Another keras dataset to evaluate on.")] = None,
 ) -> int:
     """Re-evaluate a saved run on its test data (or on --data)."""
-    from cnndsl.train import evaluate_command
+    from cnndsl.training.train import evaluate_command
 
     return evaluate_command(run, data=data, dataset=dataset)
 

@@ -12,8 +12,8 @@ import sys
 from pathlib import Path
 from typing import Any, NoReturn
 
-from cnndsl.diagnostics import ERROR, WARNING
-from cnndsl.safetext import shown
+from cnndsl.common.diagnostics import ERROR, WARNING
+from cnndsl.common.safetext import shown
 
 EXIT_ERRORS, EXIT_USAGE, EXIT_INTERNAL = 1, 2, 70
 
@@ -31,9 +31,9 @@ def colour_for(stream: Any) -> bool:
 
 
 def read_source(path: Path) -> str:
-    """The file's text, within the limits of cnndsl.limits; else a one-line error, exit 2."""
-    from cnndsl.limits import SourceError
-    from cnndsl.limits import read_source as read
+    """The file's text, within the limits of cnndsl.common.limits; else a one-line error, exit 2."""
+    from cnndsl.common.limits import SourceError
+    from cnndsl.common.limits import read_source as read
 
     try:
         return read(path)
@@ -54,7 +54,7 @@ def summary_line(diagnostics: list, filename: str) -> str | None:
 
 def load(file: Path, network: str | None) -> tuple[str, Any]:
     """Read and analyse a file; a bad --network is a usage error."""
-    from cnndsl.pipeline import NetworkChoiceError, analyse
+    from cnndsl.analysis.pipeline import NetworkChoiceError, analyse
 
     source = read_source(file)
     try:

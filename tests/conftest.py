@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from cnndsl.parser import parse
+from cnndsl.lang.parser import parse
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"

@@ -15,10 +15,10 @@ import numpy as np
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from cnndsl.codegen import generate
-from cnndsl.infer import Analysis
-from cnndsl.pipeline import analyse
-from cnndsl.runtime import build_model
+from cnndsl.analysis.infer import Analysis
+from cnndsl.analysis.pipeline import analyse
+from cnndsl.backends.codegen import generate
+from cnndsl.backends.runtime import build_model
 
 _MODULES = Path(tempfile.mkdtemp(prefix="cnndsl-modules-"))
 

@@ -14,9 +14,16 @@ from pathlib import Path
 import pytest
 from conftest import EXAMPLES, ROOT, example_networks, example_params
 
-from cnndsl import report
-from cnndsl.codegen import build_command, call_lines, generate, identifier, literal, string_literal
-from cnndsl.pipeline import analyse
+from cnndsl.analysis.pipeline import analyse
+from cnndsl.backends import report
+from cnndsl.backends.codegen import (
+    build_command,
+    call_lines,
+    generate,
+    identifier,
+    literal,
+    string_literal,
+)
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 EXAMPLE_NETWORKS = example_networks()
@@ -182,7 +189,7 @@ def test_running_the_module_prints_the_summary(tmp_path):
 
 
 def test_build_imports_neither_keras_nor_tensorflow():
-    code = ("import sys; from cnndsl.codegen import generate; "
+    code = ("import sys; from cnndsl.backends.codegen import generate; "
             "generate(open('examples/resnet50.cnn').read(), 'r.cnn'); "
             "print([m for m in sys.modules if m.split('.')[0] in ('keras', 'tensorflow')])")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

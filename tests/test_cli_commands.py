@@ -10,7 +10,7 @@ import shutil
 import pytest
 from conftest import EXAMPLES, run_cnndsl
 
-from cnndsl.pipeline import analyse
+from cnndsl.analysis.pipeline import analyse
 
 NET = """
 block pair(f) { conv f 3x3 same relu; conv f 3x3 same relu }

@@ -12,8 +12,8 @@ import sys
 import pytest
 from test_build import assert_matches_check, build, keras, load_module  # noqa: F401
 
-from cnndsl.codegen import generate
-from cnndsl.pipeline import analyse
+from cnndsl.analysis.pipeline import analyse
+from cnndsl.backends.codegen import generate
 
 
 def layers(text: str) -> dict[str, tuple]:
@@ -250,7 +250,7 @@ def test_a_condition_on_in_before_the_input_is_an_error():
 
 def test_conditions_on_shapes_analyse_each_layer_once_more_at_most(monkeypatch):
     """`check` stays linear: elaboration infers the shapes it needs once each, in order."""
-    from cnndsl import infer
+    from cnndsl.analysis import infer
     calls = []
     original = infer._layer
     monkeypatch.setattr(infer, "_layer", lambda node, *a: calls.append(node.id) or

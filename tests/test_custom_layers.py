@@ -1,4 +1,4 @@
-"""cnndsl's own Keras layers (cnndsl/keras_layers.py), for what Keras 3 lacks.
+"""cnndsl's own Keras layers (cnndsl/backends/keras_layers.py), for what Keras 3 lacks.
 
 `local` against its reference, Keras 2's LocallyConnected2D (the tf-keras package), with the
 same weights; the runtime model and the module `build` writes equal `check` when a network
@@ -30,11 +30,11 @@ from test_build import (
 )
 from test_runtime import assert_matches
 
-from cnndsl import datasets
-from cnndsl.codegen import custom_sources, generate
-from cnndsl.pipeline import analyse
-from cnndsl.runtime import build_model, keras_class
-from cnndsl.train import evaluate_command, train_command
+from cnndsl.analysis.pipeline import analyse
+from cnndsl.backends.codegen import custom_sources, generate
+from cnndsl.backends.runtime import build_model, keras_class
+from cnndsl.training import datasets
+from cnndsl.training.train import evaluate_command, train_command
 
 # Numpy 2 warns about Keras's tensor-to-numpy conversion on every call.
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
@@ -136,7 +136,7 @@ def test_built_module_defines_only_the_classes_it_uses(tmp_path):
 LOAD = """
 import sys
 import numpy as np
-from cnndsl.runtime import import_keras
+from cnndsl.backends.runtime import import_keras
 keras = import_keras()
 model = keras.models.load_model(sys.argv[1])
 x = np.load(sys.argv[2])

@@ -21,10 +21,10 @@ import numpy as np
 import pytest
 from conftest import ROOT, run_cnndsl
 
-from cnndsl.distribute import is_chief
-from cnndsl.graph import TrainEntry
-from cnndsl.train_config import TrainConfig, apply_overrides, validate_train
-from cnndsl.values import Word
+from cnndsl.analysis.graph import TrainEntry
+from cnndsl.analysis.train_section import TrainConfig, apply_overrides, validate_train
+from cnndsl.analysis.values import Word
+from cnndsl.training.distribute import is_chief
 
 TINY = """network tiny {
   input 8x8x1
@@ -79,7 +79,7 @@ def test_strategy_is_a_checked_train_setting():
     assert TrainConfig().strategy == "auto"
     assert apply_overrides(TrainConfig(), {"strategy": "multiworker"}).strategy == "multiworker"
     # `check` validates the setting without TensorFlow; distribute imports it lazily too.
-    code = ("import sys, cnndsl.train_config, cnndsl.distribute; "
+    code = ("import sys, cnndsl.analysis.train_section, cnndsl.training.distribute; "
             "sys.exit('tensorflow' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", code], cwd=ROOT, timeout=60).returncode == 0
 

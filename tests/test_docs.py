@@ -7,8 +7,8 @@ import re
 import pytest
 from conftest import EXAMPLES, ROOT, example_networks, run_cnndsl
 
-from cnndsl.pipeline import analyse
-from cnndsl.report import human
+from cnndsl.analysis.pipeline import analyse
+from cnndsl.backends.report import human
 
 README = (ROOT / "README.md").read_text()
 PROGRAMS = [block for _, block in re.findall(r"```(\w*)\n(.*?)```", README, re.S)

@@ -15,9 +15,9 @@ from conftest import example_params
 from keras_models import analysed, module_model, runtime_model
 from test_build import ALL_OPS_BLOCK, ALL_OPS_CHAIN
 
-from cnndsl.codegen import generate
-from cnndsl.graph import Node
-from cnndsl.ops import OPS
+from cnndsl.analysis.graph import Node
+from cnndsl.analysis.ops import OPS
+from cnndsl.backends.codegen import generate
 
 # Every op the language has beyond those ALL_OPS_CHAIN and ALL_OPS_BLOCK exercise, with
 # the graph forms: several inputs and outputs, `@name`, `reuse` of a layer and of a block
@@ -144,7 +144,7 @@ ACTIVATION_NAMES = (
     "softsign", "sparse_plus", "sparse_sigmoid", "sparsemax", "squareplus", "swish", "tanh",
     "tanh_shrink",
 )
-# cnndsl's own layers (cnndsl/keras_layers.py), registered for `load_model` under "cnndsl".
+# cnndsl's own layers (cnndsl/backends/keras_layers.py), registered for `load_model` under "cnndsl".
 CUSTOM = {"LocallyConnected2D", "LayerScale", "ChannelShuffle", "GELU"}
 
 

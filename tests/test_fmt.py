@@ -15,10 +15,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_fuzz import FILES, SEEDS, SETTINGS, mutated_programs, programs
 
-from cnndsl import report
+from cnndsl.analysis.pipeline import analyse
+from cnndsl.backends import report
 from cnndsl.editor.fmt import FormatError, format_source
-from cnndsl.parser import parse
-from cnndsl.pipeline import analyse
+from cnndsl.lang.parser import parse
 
 FORMATTABLE = [p for p in FILES if parse(p.read_text())[0] is not None]
 

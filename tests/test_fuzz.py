@@ -16,12 +16,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cnndsl import report
-from cnndsl.diagnostics import ERROR, Renderer, Span
-from cnndsl.elaborate import MAX_LAYERS
-from cnndsl.ops import OPS
-from cnndsl.parser import parse
-from cnndsl.pipeline import NetworkChoiceError, Result, analyse
+from cnndsl.analysis.elaborate import MAX_LAYERS
+from cnndsl.analysis.ops import OPS
+from cnndsl.analysis.pipeline import NetworkChoiceError, Result, analyse
+from cnndsl.backends import report
+from cnndsl.common.diagnostics import ERROR, Renderer, Span
+from cnndsl.lang.parser import parse
 
 ROOT = Path(__file__).resolve().parent.parent
 FILES = sorted([*(ROOT / "examples").glob("*.cnn"), *(ROOT / "tests" / "golden").glob("*.cnn")])
@@ -218,7 +218,7 @@ def token_soup(draw) -> str:
     return "network n {\n input 28x28x1\n" + " ".join(words) + "\n}\n"
 
 
-# Values for each kind of argument (cnndsl.ops.base.ArgSpec), mostly valid.
+# Values for each kind of argument (cnndsl.analysis.ops.base.ArgSpec), mostly valid.
 VALUES = {
     "count": ["1", "8", "16", "3", "c", "c * 2", "0", "2.5", "1000000000000", "max(c, 2)",
               "round(c / 3)", "ceil(in.c / 2)", "min(in.c, 0)", "floor(1 / 0)"],

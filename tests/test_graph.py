@@ -15,9 +15,9 @@ import keras
 import pytest
 from test_runtime import analysed, assert_matches
 
-from cnndsl import report
-from cnndsl.pipeline import analyse
-from cnndsl.runtime import build_model
+from cnndsl.analysis.pipeline import analyse
+from cnndsl.backends import report
+from cnndsl.backends.runtime import build_model
 
 UNET_LIKE = """
 network unet_like {
@@ -396,7 +396,7 @@ MISTAKES = [
 
 @pytest.mark.parametrize("source, name", MISTAKES, ids=[m[1] for m in MISTAKES])
 def test_graph_mistakes_are_located_errors(source, name):
-    from cnndsl.draw import to_digraph
+    from cnndsl.backends.draw import to_digraph
 
     result = analyse(source)
     assert not result.ok

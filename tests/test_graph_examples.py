@@ -15,8 +15,8 @@ import keras
 from conftest import EXAMPLES
 from keras import layers
 
-from cnndsl import report
-from cnndsl.pipeline import analyse
+from cnndsl.analysis.pipeline import analyse
+from cnndsl.backends import report
 
 
 class Recorder:

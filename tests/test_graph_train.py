@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from test_train import images, write_npz
 
-from cnndsl.pipeline import analyse
-from cnndsl.train import evaluate_command, train_command
+from cnndsl.analysis.pipeline import analyse
+from cnndsl.training.train import evaluate_command, train_command
 
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 

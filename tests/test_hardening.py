@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 from conftest import EXAMPLES, run_cnndsl
 
-from cnndsl import limits
-from cnndsl.diagnostics import ERROR, Diagnostic, Renderer, Span
-from cnndsl.files import WriteError, replacing, write_atomic
-from cnndsl.safetext import shown
+from cnndsl.common import limits
+from cnndsl.common.diagnostics import ERROR, Diagnostic, Renderer, Span
+from cnndsl.common.files import WriteError, replacing, write_atomic
+from cnndsl.common.safetext import shown
 
 needs_dot = pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz `dot` not installed")
 MNIST = (EXAMPLES / "mnist.cnn").read_text()

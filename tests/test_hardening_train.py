@@ -24,9 +24,9 @@ import pytest
 from conftest import ROOT, run_cnndsl
 from test_train import TINY, images, write_npz
 
-from cnndsl import datasets
-from cnndsl.runlock import LOCK
-from cnndsl.train import evaluate_command, train_command
+from cnndsl.training import datasets
+from cnndsl.training.runlock import LOCK
+from cnndsl.training.train import evaluate_command, train_command
 
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 ENV = {"TF_CPP_MIN_LOG_LEVEL": "3"}

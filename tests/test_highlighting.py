@@ -14,10 +14,10 @@ import pytest
 from conftest import EXAMPLES, ROOT
 from pygments.token import Error
 
-from cnndsl.ops import OPS
-from cnndsl.ops.activations import ACTIVATIONS
-from cnndsl.parser import parse
-from cnndsl.pygments import CnnLexer
+from cnndsl.analysis.ops import OPS
+from cnndsl.analysis.ops.activations import ACTIVATIONS
+from cnndsl.editor.pygments import CnnLexer
+from cnndsl.lang.parser import parse
 
 EDITORS = ROOT / "editors"
 GRAMMAR = EDITORS / "cnn.tmLanguage.json"

@@ -8,9 +8,9 @@ import re
 import pytest
 from conftest import ROOT
 
-from cnndsl.diagnostics import did_you_mean
-from cnndsl.parser import parse
-from cnndsl.pipeline import analyse
+from cnndsl.analysis.pipeline import analyse
+from cnndsl.common.diagnostics import did_you_mean
+from cnndsl.lang.parser import parse
 
 SECTION = (ROOT / "docs" / "language.md").read_text().split("## Coming from Keras")[1]
 ROWS = re.findall(r"^\| `([^`]+)` \| `([^`]+)` \|$", SECTION.split("## ")[0], re.M)

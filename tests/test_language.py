@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from cnndsl.pipeline import analyse
+from cnndsl.analysis.pipeline import analyse
 
 
 def layers(text: str) -> dict[str, tuple]:

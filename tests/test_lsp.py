@@ -9,7 +9,7 @@ import pytest
 from conftest import EXAMPLES
 from lsp_client import LspClient
 
-from cnndsl.pipeline import analyse
+from cnndsl.analysis.pipeline import analyse
 
 URI = "file:///work/net.cnn"
 TEXT = """\
@@ -170,6 +170,6 @@ def test_resnet50_opens_with_checks_warnings() -> None:
 def test_check_imports_no_editor_code(cnndsl) -> None:
     """`check` stays fast: the server's and the highlighter's libraries load only for `lsp`."""
     run = cnndsl("check", str(EXAMPLES / "mnist.cnn"), env={"PYTHONPROFILEIMPORTTIME": "1"})
-    assert run.returncode == 0 and "cnndsl.parser" in run.stderr
+    assert run.returncode == 0 and "cnndsl.lang.parser" in run.stderr
     assert "pygls" not in run.stderr and "pygments" not in run.stderr
     assert "cnndsl.editor" not in run.stderr

@@ -29,12 +29,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from keras.src.applications.convnext import LayerScale as ConvNeXtLayerScale
 
-from cnndsl.diagnostics import ERROR, WARNING
-from cnndsl.keras_layers import ChannelShuffle, LayerScale
-from cnndsl.ops import OPS
-from cnndsl.ops.activations import ACTIVATIONS
-from cnndsl.pipeline import analyse
-from cnndsl.runtime import keras_class
+from cnndsl.analysis.ops import OPS
+from cnndsl.analysis.ops.activations import ACTIVATIONS
+from cnndsl.analysis.pipeline import analyse
+from cnndsl.backends.keras_layers import ChannelShuffle, LayerScale
+from cnndsl.backends.runtime import keras_class
+from cnndsl.common.diagnostics import ERROR, WARNING
 
 # OPS_EXAMPLES=2000 for a long hunt; the default keeps the file well under a minute.
 _EXAMPLES = int(os.environ.get("OPS_EXAMPLES", 60))

@@ -31,7 +31,7 @@ def test_wheel_carries_grammar_and_templates(wheel):
     assert "cnndsl/grammars/cnn.lark" in names
     for template in (ROOT / "templates").iterdir():
         assert f"cnndsl/templates/{template.name}" in names
-    assert "cnndsl/cli.py" in names and "cnndsl/ops/conv.py" in names
+    assert "cnndsl/cli.py" in names and "cnndsl/analysis/ops/conv.py" in names
     assert "cnndsl/data/mnist-5k.npz" in names and "cnndsl/data/README.md" in names
 
 

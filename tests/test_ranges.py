@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 from conftest import ROOT
 
-from cnndsl.ops import OPS
-from cnndsl.pipeline import analyse
+from cnndsl.analysis.ops import OPS
+from cnndsl.analysis.pipeline import analyse
 
 
 def errors(line: str) -> list[str]:

@@ -19,8 +19,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cnndsl.pipeline import analyse
-from cnndsl.runtime import build_model
+from cnndsl.analysis.pipeline import analyse
+from cnndsl.backends.runtime import build_model
 
 SIDE = 14  # the input is SIDE x SIDE x 1: fields up to SIDE // 2 are seen whole
 

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from conftest import EXAMPLES, ROOT
 
-from cnndsl import datasets
-from cnndsl.train import train_command
+from cnndsl.training import datasets
+from cnndsl.training.train import train_command
 
 EPOCHS = 3
 

@@ -11,8 +11,8 @@ import keras
 import pytest
 from conftest import EXAMPLES, example_params
 
-from cnndsl.pipeline import analyse
-from cnndsl.runtime import build_model, node_layers
+from cnndsl.analysis.pipeline import analyse
+from cnndsl.backends.runtime import build_model, node_layers
 
 
 def analysed(source: str, network: str | None = None):

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from cnndsl import report
-from cnndsl.diagnostics import WARNING
-from cnndsl.pipeline import analyse
+from cnndsl.analysis.pipeline import analyse
+from cnndsl.backends import report
+from cnndsl.common.diagnostics import WARNING
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 

@@ -10,15 +10,15 @@ import sys
 import pytest
 from conftest import EXAMPLES, ROOT, example_networks
 
-from cnndsl.diagnostics import ERROR, WARNING, Renderer
-from cnndsl.pipeline import analyse
-from cnndsl.train_config import (
+from cnndsl.analysis.pipeline import analyse
+from cnndsl.analysis.train_section import (
     ConfigError,
     EarlyStopping,
     TrainConfig,
     apply_overrides,
     validate_train,
 )
+from cnndsl.common.diagnostics import ERROR, WARNING, Renderer
 
 NET = "network t {\n  input 8x8x1\n  flatten\n  dense 3 softmax\n}\n"
 
@@ -182,9 +182,10 @@ def test_config_round_trips_through_json():
 
 
 def test_validating_and_the_training_modules_never_import_tensorflow():
-    code = ("import sys; from cnndsl.pipeline import analyse; "
-            "from cnndsl.train_config import validate_train; import cnndsl.train, "
-            "cnndsl.datasets, cnndsl.runtime, cnndsl.plots; "
+    code = ("import sys; from cnndsl.analysis.pipeline import analyse; "
+            "from cnndsl.analysis.train_section import validate_train; "
+            "import cnndsl.training.train, cnndsl.training.datasets; "
+            "import cnndsl.backends.runtime, cnndsl.training.plots; "
             "r = analyse(open('examples/mnist.cnn').read()); "
             "validate_train(r.analysis.graph.train); "
             "heavy = {'tensorflow', 'keras', 'matplotlib'} & set(sys.modules); "

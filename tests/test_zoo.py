@@ -25,8 +25,8 @@ import pytest
 from conftest import EXAMPLES
 from test_ops_keras import Step, keras_macs
 
-from cnndsl.pipeline import analyse
-from cnndsl.report import human
+from cnndsl.analysis.pipeline import analyse
+from cnndsl.backends.report import human
 
 TWIN = re.compile(r"^# = keras\.applications\.(\w+)\(weights=None"
                   r"(?:, input_shape=\((\d+), (\d+), (\d+)\))?\)\nnetwork (\w+) \{", re.M)

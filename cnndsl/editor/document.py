@@ -1,6 +1,6 @@
 """What the language server knows about one open .cnn file, without any LSP types.
 
-Positions are (line, column), both starting at 1 as in cnndsl.diagnostics.Span. Completion
+Positions are (line, column), both starting at 1 as in cnndsl.common.diagnostics.Span. Completion
 and go-to-definition read the raw text (a file being typed rarely parses); hover, inlay
 hints and symbols read the last analysis.
 """
@@ -10,14 +10,14 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from cnndsl import ast
-from cnndsl.diagnostics import Diagnostic, Span, sort_key
-from cnndsl.graph import Scope
-from cnndsl.infer import Analysis, Layer, Totals
-from cnndsl.ops import OPS
-from cnndsl.ops.base import Op, fmt_shape
-from cnndsl.parser import parse
-from cnndsl.pipeline import analyse
+from cnndsl.analysis.graph import Scope
+from cnndsl.analysis.infer import Analysis, Layer, Totals
+from cnndsl.analysis.ops import OPS
+from cnndsl.analysis.ops.base import Op, fmt_shape
+from cnndsl.analysis.pipeline import analyse
+from cnndsl.common.diagnostics import Diagnostic, Span, sort_key
+from cnndsl.lang import ast
+from cnndsl.lang.parser import parse
 
 Pos = tuple[int, int]
 _WORD = re.compile(r"@?[A-Za-z_][A-Za-z0-9_]*")

@@ -15,9 +15,9 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from cnndsl.diagnostics import Diagnostic, Renderer, has_errors
-from cnndsl.files import write_atomic
-from cnndsl.parser import parse
+from cnndsl.common.diagnostics import Diagnostic, Renderer, has_errors
+from cnndsl.common.files import write_atomic
+from cnndsl.lang.parser import parse
 
 INDENT = 4  # spaces per brace level
 PATH_INDENT = 2  # a path's statements line up after its `| `
@@ -242,7 +242,7 @@ def _comment_columns(lines: list[_Line], align: bool) -> list[int]:
 
 def _stream(text: str) -> list[tuple[str, str]]:
     """The tokens the parser sees; a separator with its comments counts as one token."""
-    from cnndsl.parser import _parser
+    from cnndsl.lang.parser import _parser
 
     out = []
     for tok in _parser().lex(text):

@@ -11,10 +11,10 @@ import asyncio
 from lsprotocol import types as lsp
 from pygls.lsp.server import LanguageServer
 
-from cnndsl import __version__
-from cnndsl.diagnostics import ERROR, Diagnostic, Span
+from cnndsl.common.diagnostics import ERROR, Diagnostic, Span
 from cnndsl.editor.document import Completion, Document, Symbol
 from cnndsl.editor.fmt import FormatError, format_source
+from cnndsl.version import __version__
 
 DEBOUNCE_SECONDS = 0.15
 _KINDS = {"op": lsp.CompletionItemKind.Function, "flag": lsp.CompletionItemKind.EnumMember,

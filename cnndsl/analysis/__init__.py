@@ -1,0 +1,1 @@
+"""Meaning: expression values, elaboration into the graph IR, the ops, inference."""

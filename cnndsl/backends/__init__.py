@@ -1,0 +1,1 @@
+"""Readers of one analysis: the report (table, JSON), Keras code, the Keras model, diagrams."""

@@ -1,0 +1,1 @@
+"""What every stage shares: diagnostics, input limits, safe text, atomic files, resources."""

@@ -1,0 +1,1 @@
+"""`cnndsl train`: settings, data, the fit loop, the run folder, distribution, plots."""

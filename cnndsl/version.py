@@ -1,0 +1,3 @@
+"""The version of cnndsl, in one place (pyproject.toml, the CLI, build, the language server)."""
+
+__version__ = "0.1.0"

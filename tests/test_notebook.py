@@ -1,0 +1,224 @@
+"""Issue 13: examples/tour.ipynb runs top to bottom in a real Jupyter kernel (ipykernel,
+through nbclient) and shows what it says; the `%%cnn` magic works in a real IPython shell."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import re
+import subprocess
+import sys
+
+import nbformat
+import pytest
+from conftest import EXAMPLES, ROOT
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from IPython.core.interactiveshell import InteractiveShell
+from nbclient import NotebookClient
+
+import cnndsl
+
+TOUR = EXAMPLES / "tour.ipynb"
+MNIST = (EXAMPLES / "mnist.cnn").read_text()
+TWO = """
+network small {
+    input 8x8x1
+    flatten
+    dense 3 softmax
+}
+network wide {
+    input 8x8x1
+    conv 4 3x3
+    flatten
+    dense 5 softmax
+}
+"""
+BAD = """network bad {
+    input 8x8x1
+    conv 4 11x11
+    flatten
+}
+"""
+
+
+# ---------------------------------------------------------------------- the notebook
+
+
+def _cell(nb: nbformat.NotebookNode, cell_id: str) -> nbformat.NotebookNode:
+    [cell] = [c for c in nb.cells if c.get("id") == cell_id]
+    return cell
+
+
+def _data(cell: nbformat.NotebookNode, mime: str) -> str:
+    found = [o.data[mime] for o in cell.outputs if mime in o.get("data", {})]
+    assert found, (mime, cell.outputs)
+    return found[0]
+
+
+def _stream(cell: nbformat.NotebookNode, name: str) -> str:
+    return "".join(o.text for o in cell.outputs
+                   if o.output_type == "stream" and o.name == name)
+
+
+@pytest.fixture(scope="module")
+def tour() -> nbformat.NotebookNode:
+    """The tour, executed as Jupyter runs it: a fresh kernel in the notebook's folder, this
+    checkout first on its path. A cell that raises fails here, naming the cell."""
+    nb = nbformat.read(TOUR, as_version=4)
+    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
+    env = {**os.environ, "PYTHONPATH": path, "NO_COLOR": "1"}
+    client = NotebookClient(nb, kernel_name="python3", timeout=180,
+                            resources={"metadata": {"path": str(EXAMPLES)}})
+    client.execute(env=env)
+    return nb
+
+
+def test_tour_is_stored_without_outputs():
+    nb = nbformat.read(TOUR, as_version=4)
+    nbformat.validate(nb)
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            assert cell.outputs == [] and cell.execution_count is None, cell.id
+    assert "widgets" not in nb.metadata
+
+
+def test_tour_shows_no_traceback(tour):
+    for cell in tour.cells:
+        for output in cell.get("outputs", []):
+            assert output.output_type != "error", (cell.id, output)
+            assert "Traceback" not in json.dumps(output), cell.id
+
+
+def test_tour_shows_the_table_as_html(tour):
+    html = _data(_cell(tour, "table"), "text/html")
+    assert "<table" in html
+    for row in ("FC1", "output", "26x26x8", "52,138"):
+        assert row in html, row
+
+
+def test_tour_draws_an_svg(tour):
+    svg = _data(_cell(tour, "diagram"), "image/svg+xml")
+    assert "<svg" in svg and "FC1" in svg
+
+
+def test_tour_magic_cell_binds_the_network(tour):
+    assert "<table" in _data(_cell(tour, "magic"), "text/html")
+    assert _stream(_cell(tour, "magic-use"), "stdout").split() == ["tiny", "(10,)"]
+
+
+def test_tour_magic_error_is_rendered_as_check_renders_it(tour):
+    cell = _cell(tour, "magic-error")
+    err = _stream(cell, "stderr")
+    assert "error:" in err and "^" in err, err
+    assert "Traceback" not in err
+    assert not [o for o in cell.outputs if "data" in o]  # no table for a failed cell
+
+
+def test_tour_keras_model_has_the_checked_params(tour):
+    out = _stream(_cell(tour, "keras"), "stdout")
+    keras_count, ours = map(int, re.findall(r"\d+", out.replace(",", ""))[-2:])
+    assert keras_count == ours == 52_138, out
+
+
+def test_tour_trains_and_prints_the_accuracy(tour):
+    out = _stream(_cell(tour, "train"), "stdout")
+    accuracy = float(re.search(r"test accuracy: ([\d.]+)", out)[1])
+    assert 0 < accuracy <= 1, out
+
+
+# ------------------------------------------------------------------------ the magic
+
+
+@pytest.fixture(scope="module")
+def shell() -> InteractiveShell:
+    shell = InteractiveShell.instance()
+    shell.run_cell("%load_ext cnndsl", store_history=False)
+    yield shell
+    InteractiveShell.clear_instance()
+
+
+def _run(shell: InteractiveShell, line: str, cell: str) -> tuple[object, str]:
+    """Run `%%cnn LINE` over CELL; the cell's result and its stderr. It never raises."""
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        result = shell.run_cell(f"%%cnn {line}\n{cell}", store_history=False)
+    assert result.error_before_exec is None and result.error_in_exec is None, result
+    return result.result, err.getvalue()
+
+
+def test_magic_binds_the_network_to_the_name(shell):
+    shell.user_ns.pop("net", None)
+    result, err = _run(shell, "net", MNIST)
+    net = shell.user_ns["net"]
+    assert result is net and err == ""
+    assert (net.name, net.params.total) == ("mnist", 52_138)
+    assert "FC1" in net._repr_html_()
+
+
+def test_magic_without_a_name_binds_nothing(shell):
+    before = set(shell.user_ns)
+    result, err = _run(shell, "", MNIST)
+    assert result.name == "mnist" and err == ""
+    assert set(shell.user_ns) - before <= {"_", "__", "___"} | {f"_{i}" for i in range(99)}
+    assert "mnist" not in shell.user_ns
+
+
+@pytest.mark.parametrize("flag", ["--network", "-n"])
+def test_magic_picks_one_network(shell, flag):
+    _, err = _run(shell, f"wide {flag} wide", TWO)
+    assert err == "" and shell.user_ns["wide"].output_shape == (5,)
+    _, err = _run(shell, f"{flag} small small", TWO)
+    assert err == "" and shell.user_ns["small"].output_shape == (3,)
+
+
+def test_magic_errors_render_as_check_does_and_bind_nothing(shell):
+    shell.user_ns["broken"] = "before"
+    result, err = _run(shell, "broken", BAD)
+    assert result is None and shell.user_ns["broken"] == "before"
+    with pytest.raises(cnndsl.CheckError) as raised:
+        cnndsl.loads(BAD)
+    assert err.strip() == str(raised.value).strip()
+    assert "error" in err and "11x11" in err and "^" in err and "Traceback" not in err
+
+
+def test_magic_errors_match_the_cli(shell, tmp_path):
+    """The same caret and message lines as `cnndsl check` (which names its file)."""
+    _, err = _run(shell, "", BAD)
+    (tmp_path / "bad.cnn").write_text(BAD)
+    cli = subprocess.run([sys.executable, "-m", "cnndsl", "check", "bad.cnn"], cwd=tmp_path,
+                         capture_output=True, text=True, env={**os.environ, "NO_COLOR": "1"})
+    cli_lines = {line for line in cli.stderr.splitlines() if "^" in line or "|" in line}
+    assert cli_lines and cli_lines <= set(err.splitlines()), (cli.stderr, err)
+
+
+def test_magic_with_several_networks_and_no_choice_says_which(shell):
+    result, err = _run(shell, "x", TWO)
+    assert result is None and "small" in err and "wide" in err and "x" not in shell.user_ns
+
+
+@pytest.mark.parametrize("line", [
+    "1net", "a.b", "class", "a b", "--bogus", "net --network", '"unbalanced', "net -n nope",
+])
+def test_magic_usage_errors_are_one_line(shell, line):
+    before = dict(shell.user_ns)
+    result, err = _run(shell, line, MNIST)
+    assert result is None and err.startswith("error:") and "Traceback" not in err, err
+    assert {k for k in shell.user_ns if not k.startswith("_")} == \
+           {k for k in before if not k.startswith("_")}
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(line=st.text(alphabet=st.characters(blacklist_categories=["Cs"],
+                                           blacklist_characters="\n\r"), max_size=20),
+       cell=st.text(max_size=80))
+def test_magic_never_shows_a_traceback(shell, line, cell):
+    _, err = _run(shell, line, cell)
+    assert "Traceback" not in err
+
+
+def test_import_cnndsl_does_not_import_ipython():
+    code = "import sys, cnndsl; sys.exit('IPython' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], timeout=60).returncode == 0

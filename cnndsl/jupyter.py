@@ -22,6 +22,8 @@ from IPython.core.magic_arguments import argument, magic_arguments, parse_argstr
 
 from cnndsl.common.safetext import shown
 
+CELL = "<cell>"  # what diagnostics call the cell
+
 
 @magics_class
 class CnnMagics(Magics):
@@ -36,29 +38,44 @@ class CnnMagics(Magics):
 
         %%cnn [name] [--network NAME]
         """
-        from cnndsl.api import CheckError, loads
+        from cnndsl.analysis.pipeline import NetworkChoiceError
+        from cnndsl.api import check
 
         try:
             args = parse_argstring(self.cnn, line)
             if args.name is not None and not _is_variable(args.name):
                 raise UsageError(f"`{args.name}` is not a Python variable name")
         except (UsageError, ValueError) as err:  # ValueError: unbalanced quotes
-            print(f"error: {shown(str(err))} (see `%%cnn?`)", file=sys.stderr)
-            return None
+            return _error(f"{err} (see `%%cnn?`)")
         try:
-            net = loads(cell, network=args.network)
-        except CheckError as err:
-            print(str(err), file=sys.stderr)
-            return None
+            net = check(cell, args.network, CELL)
+        except NetworkChoiceError as err:
+            return _error(_choice(err.names, args.network))
         except Exception as err:  # a bug: one line, as the CLI says it
             if os.environ.get("CNNDSL_DEBUG"):
                 raise
-            print(f"cnndsl: internal error: {type(err).__name__}: {shown(str(err))} "
-                  "(this is a bug; please report it with the cell)", file=sys.stderr)
+            return _error(f"internal error: {type(err).__name__}: {err} (this is a bug; "
+                          "please report it with the cell)")
+        report = net.report()  # errors and warnings as `cnndsl check` prints them
+        if report:
+            print(report, file=sys.stderr)
+        if not net.ok:
             return None
         if args.name is not None:
             self.shell.user_ns[args.name] = net
         return net
+
+
+def _error(message: str) -> None:
+    print(f"error: {shown(message)}", file=sys.stderr)
+
+
+def _choice(names: list[str], network: str | None) -> str:
+    listed = ", ".join(names) or "none"
+    if network is None:
+        return (f"the cell defines {len(names)} networks ({listed}): choose one with "
+                f"`--network NAME`, e.g. `%%cnn net --network {names[0] if names else 'NAME'}`")
+    return f"the cell has no network named `{network}` (it defines: {listed})"
 
 
 def _is_variable(name: str) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 from dataclasses import dataclass, field
 
+from cnndsl.analysis import keras_habits
 from cnndsl.analysis.elaborate import elaborate
 from cnndsl.analysis.infer import Analysis, infer
 from cnndsl.analysis.train_section import check_outputs, validate_train
@@ -60,7 +61,7 @@ def analyse(text: str, network: str | None = None) -> Result:
 
 
 def _analyse(text: str, network: str | None) -> Result:
-    program, diagnostics = parse(text)
+    program, diagnostics = parse(text, keras_habits.hint)
     if program is None:
         return Result(None, diagnostics)
     if not program.networks:

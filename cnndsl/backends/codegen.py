@@ -40,6 +40,7 @@ from cnndsl.analysis.elaborate import Elaborator, refs, repeat_index, walk
 from cnndsl.analysis.infer import Analysis
 from cnndsl.analysis.ops import OPS
 from cnndsl.analysis.ops.base import KerasLayer, Op
+from cnndsl.analysis.pipeline import Result, analyse
 from cnndsl.analysis.values import Deferred, Symbolic, TensorRef, Word, evaluate, is_symbolic, truth
 from cnndsl.common.diagnostics import CnnError, Diagnostic
 from cnndsl.common.files import InputOverwriteError, WriteError, refuse_input, write_atomic
@@ -1173,21 +1174,21 @@ def generate(source: str, filename: str, network: str | None = None,
              force_flat: bool = False) -> tuple[str | None, list[Diagnostic]]:
     """The module for an error-free file, or None and the diagnostics as `check` has them
     (the `train` section's included)."""
-    from cnndsl.analysis.pipeline import _choose, analyse
-    from cnndsl.analysis.train_section import validate_train
-    from cnndsl.lang.parser import parse
-
     result = analyse(source, network)
-    if not result.ok or result.analysis is None:
+    if not result.ok:
         return None, result.diagnostics
+    return module_source(result, filename, force_flat), result.diagnostics
+
+
+def module_source(result: Result, filename: str, force_flat: bool = False) -> str:
+    """The module of an error-free analysis; `filename` is named in its header."""
+    from cnndsl.analysis.train_section import validate_train
+
+    assert result.ok and result.analysis and result.program and result.network
     train = result.analysis.graph.train
     config = validate_train(train)[0] if train else None
-    diagnostics = result.diagnostics
-    program, _ = parse(source)
-    assert program is not None
-    module = plan(program, _choose(program, network), result.analysis, filename, config,
-                  force_flat)
-    return render(module), diagnostics
+    return render(plan(result.program, result.network, result.analysis, filename, config,
+                       force_flat))
 
 
 # ----------------------------------------------------------------------------- the command

@@ -1,5 +1,14 @@
-"""cnndsl: a small language for convolutional networks, checked exactly as Keras builds them."""
+"""cnndsl: a small language for convolutional networks, checked exactly as Keras builds them.
 
+    import cnndsl
+    net = cnndsl.load("examples/mnist.cnn")
+    net.summary(), net.params.total, net.keras_model(), net.draw()
+
+See cnndsl/api.py. Importing cnndsl imports neither TensorFlow nor Keras.
+"""
+
+from cnndsl.api import CheckError, CnndslWarning, Layer, Network, Params, load, loads
 from cnndsl.version import __version__
 
-__all__ = ["__version__"]
+__all__ = ["CheckError", "CnndslWarning", "Layer", "Network", "Params", "__version__", "load",
+           "loads"]

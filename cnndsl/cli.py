@@ -7,25 +7,32 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from typer.main import get_command
 
-from cnndsl.common.diagnostics import Renderer
+from cnndsl.common.diagnostics import ERROR, Renderer, summary_line
 from cnndsl.common.safetext import shown
 from cnndsl.console import (
     EXIT_ERRORS,
     EXIT_INTERNAL,
     EXIT_USAGE,
     colour_for,
+    error,
     fail,
+    is_stdin,
     read_source,
-    summary_line,
+    read_text,
+    source_name,
 )
 from cnndsl.version import __version__
+
+if TYPE_CHECKING:
+    from cnndsl.api import Network
 
 
 class _App(typer.Typer):
@@ -73,13 +80,15 @@ app = _App(
     name="cnndsl",
     help="A small language for convolutional networks: check, build, train, draw.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
 
 
-FileArg = Annotated[Path, typer.Argument(help="The .cnn file.", show_default=False, metavar="FILE")]
+FileArg = Annotated[Path, typer.Argument(
+    help="The .cnn file (`-`: read it from stdin).", show_default=False, metavar="FILE")]
 NetworkOpt = Annotated[str | None, typer.Option(
     "--network", "-n", help="Which network of the file (when it defines several).")]
 
@@ -89,44 +98,96 @@ def check(
     file: FileArg,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object on stdout.")] = False,
     network: NetworkOpt = None,
+    depth: Annotated[int | None, typer.Option(
+        "--depth", metavar="N", show_default=False,
+        help="Fold block instances nested deeper than N levels into one row each, with "
+             "their totals (1: only the top-level rows).")] = None,
 ) -> int:
     """Check every shape, parameter and multiply-add, exactly as Keras (every network of
     the file in turn, unless --network picks one)."""
-    from cnndsl.analysis.pipeline import NetworkChoiceError, analyse
-    from cnndsl.backends import report
+    from cnndsl import api
+    from cnndsl.analysis.pipeline import NetworkChoiceError
 
+    if depth is not None and depth < 1:
+        fail("--depth must be 1 or more")
+    if depth is not None and as_json:
+        fail("--depth folds the table; --json always has every layer")
     source = read_source(file)
+    name = source_name(file)
     try:
-        results = [analyse(source, network)]
+        nets = [api.check(source, network, name)]
     except NetworkChoiceError as err:
         if network is not None or as_json:
             fail(str(err))
-        results = [analyse(source, name) for name in err.names]
-    name = str(file)
+        nets = [api.check(source, one, name) for one in err.names]
     if as_json:
         import json
 
-        print(json.dumps(report.to_json(results[0], name), indent=2))
-        return 0 if results[0].ok else EXIT_ERRORS
-    for i, result in enumerate(results):
+        print(json.dumps(nets[0].to_json(), indent=2))
+        return 0 if nets[0].ok else EXIT_ERRORS
+    for i, net in enumerate(nets):
         if i:
             print()
-        _report(result, source, name)
-    return 0 if all(r.ok for r in results) else EXIT_ERRORS
+        _report(net, depth)
+    return 0 if all(net.ok for net in nets) else EXIT_ERRORS
 
 
-def _report(result: Any, source: str, name: str) -> None:
+def _report(net: Network, depth: int | None) -> None:
     """One network's diagnostics on stderr, its table on stdout, and the summary line."""
-    from cnndsl.backends import report
+    _diagnostics(net)
+    if net.ok:
+        print(net.summary(depth, colour=colour_for(sys.stdout)))
+    _summary(net)
 
-    renderer = Renderer(name, source, colour_for(sys.stderr))
-    for block in renderer.blocks(result.diagnostics):
+
+def _diagnostics(net: Network) -> None:
+    renderer = Renderer(net.filename, net.source, colour_for(sys.stderr))
+    for block in renderer.blocks(net.diagnostics):
         print(block + "\n", file=sys.stderr)
-    if result.ok and result.analysis is not None:
-        print(report.table(result.analysis, shown(name), colour_for(sys.stdout)))
-    summary = summary_line(result.diagnostics, name)
+
+
+def _summary(net: Network) -> None:
+    summary = summary_line(net.diagnostics, net.filename)
     if summary:
         print(summary, file=sys.stderr)
+
+
+def _checked(file: Path, network: str | None) -> Network | int:
+    """Read and check a source for build and draw: its Network, or the exit code of a usage
+    error already reported (an unreadable source, no such network)."""
+    from cnndsl import api
+    from cnndsl.analysis.pipeline import NetworkChoiceError
+    from cnndsl.common.limits import SourceError
+
+    try:
+        return api.check(read_text(file), network, source_name(file))
+    except (SourceError, NetworkChoiceError) as err:
+        error(str(err))
+        return EXIT_USAGE
+
+
+def _write(target: Path, data: str | bytes) -> int:
+    """Write atomically (never through a symlink): 0, or EXIT_USAGE with a one-line error."""
+    from cnndsl.common.files import WriteError, write_atomic
+
+    try:
+        write_atomic(target, data)
+    except WriteError as err:
+        error(str(err))
+        return EXIT_USAGE
+    return 0
+
+
+def _refused(target: Path, file: Path) -> bool:
+    """Whether `target` is the input itself (said as a one-line error)."""
+    from cnndsl.common.files import InputOverwriteError, refuse_input
+
+    try:
+        refuse_input(target, [] if is_stdin(file) else [file])
+    except InputOverwriteError as err:
+        error(str(err))
+        return True
+    return False
 
 
 @app.command()
@@ -134,22 +195,51 @@ def build(
     file: FileArg,
     output: Annotated[str | None, typer.Option(
         "--output", "-o", show_default=False, metavar="OUT",
-        help="Where to write the module (default: FILE with .py beside it); `-` prints it.")
+        help="Where to write the module (default: FILE with .py beside it; from stdin, "
+             "NETWORK.py here); `-` prints it.")
     ] = None,
     network: NetworkOpt = None,
 ) -> int:
     """Write the network as readable Keras code."""
-    from cnndsl.backends.codegen import build_command
-
     return build_command(file, output, network)
+
+
+def build_command(file: Path, out: str | None, network: str | None) -> int:
+    """`cnndsl build FILE [-o OUT.py | -o -] [--network NAME]`: 0 built, 1 the file has
+    errors (nothing written), 2 usage errors."""
+    target = None if out == "-" else Path(out) if out else (
+        None if is_stdin(file) else file.with_suffix(".py"))
+    if target is not None and (target.suffix != ".py"):
+        error(f"the output `{target}` must end in .py")
+        return EXIT_USAGE
+    if target is not None and _refused(target, file):
+        return EXIT_USAGE
+    net = _checked(file, network)
+    if isinstance(net, int):
+        return net
+    _diagnostics(net)
+    _summary(net)
+    if not net.ok:
+        return EXIT_ERRORS
+    code = net.keras_source()
+    if out == "-":
+        sys.stdout.write(code)
+        return 0
+    target = target or Path(f"{net.name}.py")  # from stdin: named after the network, here
+    if _refused(target, file) or _write(target, code):
+        return EXIT_USAGE
+    print(f"wrote {shown(str(target))}", file=sys.stderr)
+    return 0
 
 
 @app.command()
 def draw(
     file: FileArg,
-    output: Annotated[Path, typer.Option(
+    output: Annotated[str | None, typer.Option(
         "--output", "-o", show_default=False, metavar="OUT",
-        help="Where to write: .svg, .png, .pdf or .dot (the format follows the extension).")],
+        help="Where to write: .svg, .png, .pdf or .dot (the format follows the extension); "
+             "`-` writes to stdout. Default: NETWORK.svg beside FILE (from stdin, here).")
+    ] = None,
     network: NetworkOpt = None,
     rankdir: Annotated[str, typer.Option(
         "--rankdir", help="TB (top to bottom) or LR (left to right).")] = "TB",
@@ -162,9 +252,93 @@ def draw(
         "--format", "-f", help="svg, png, pdf or dot: overrides the extension.")] = None,
 ) -> int:
     """Draw the network with Graphviz (.svg .png .pdf .dot)."""
-    from cnndsl.backends.draw import draw_command
-
     return draw_command(file, output, network, rankdir, collapse, depth, fmt)
+
+
+FORMATS = ("svg", "png", "pdf", "dot")
+INSTALL_HINT = ("install Graphviz (`apt-get install graphviz`, `brew install graphviz` or "
+                "graphviz.org/download), or write a .dot file")
+
+
+def output_format(out: Path | None, fmt: str | None) -> str | None:
+    """The format to write: `--format`, else the extension (`.gv` is dot), else SVG when
+    the command names the file or writes stdout; None if unknown."""
+    name = (fmt or (out.suffix.lstrip(".") if out else "svg")).lower()
+    name = "dot" if name == "gv" else name
+    return name if name in FORMATS else None
+
+
+def draw_command(file: Path, out: Path | str | None, network: str | None, rankdir: str,
+                 collapse: bool, depth: int | None, fmt: str | None) -> int:
+    """`cnndsl draw`: 0 drawn, 1 drawn but the file has errors, 2 usage errors."""
+    import graphviz
+
+    from cnndsl.backends.draw import RANKDIRS, box_count, to_digraph
+    from cnndsl.common.limits import MAX_DRAW_NODES
+
+    to_stdout = str(out) == "-"
+    target = None if out is None or to_stdout else Path(out)
+    kind = output_format(target, fmt)
+    if kind is None:
+        what = f"format `{fmt}`" if fmt else f"output extension `{target.suffix or target.name}`"
+        error(f"unknown {what}: use .svg, .png, .pdf or .dot (or --format)")
+        return EXIT_USAGE
+    if rankdir.upper() not in RANKDIRS:
+        error(f"--rankdir must be TB or LR, not `{rankdir}`")
+        return EXIT_USAGE
+    if depth is not None and depth < 0:
+        error("--depth must be 0 or more")
+        return EXIT_USAGE
+    if kind != "dot" and shutil.which("dot") is None:
+        error(f"`dot` (Graphviz) is not on PATH, needed for .{kind}: {INSTALL_HINT}")
+        return EXIT_USAGE
+    if target is not None and _refused(target, file):
+        return EXIT_USAGE
+    net = _checked(file, network)
+    if isinstance(net, int):
+        return net
+    if not net.ok:
+        _diagnostics(net)
+    a = net.analysis
+    if a is None or not a.layers:
+        error(f"`{net.filename}` has errors that leave nothing to draw")
+        return EXIT_ERRORS
+    depth = 0 if collapse and depth is None else depth
+    boxes = box_count(a, depth)
+    if kind != "dot" and boxes > MAX_DRAW_NODES:
+        error(f"`{net.filename}` draws as {boxes:,} boxes; Graphviz cannot lay out more than "
+              f"{MAX_DRAW_NODES:,} in reasonable time: fold blocks with --depth N (or "
+              "--collapse), or write .dot")
+        return EXIT_ERRORS
+    g = to_digraph(a, net.diagnostics, rankdir.upper(), depth)
+    try:
+        data = g.source.encode() if kind == "dot" else g.pipe(format=kind, quiet=True)
+    except graphviz.ExecutableNotFound:
+        error(f"`dot` (Graphviz) is not on PATH, needed for .{kind}: {INSTALL_HINT}")
+        return EXIT_USAGE
+    except graphviz.CalledProcessError as err:
+        stderr = (err.stderr or b"").decode(errors="replace").strip().splitlines()
+        error(f"Graphviz failed: {stderr[-1] if stderr else err}")
+        return EXIT_ERRORS
+    if to_stdout:
+        sys.stdout.buffer.write(data)
+        sys.stdout.flush()
+    else:
+        chosen = target is None  # named after the network: say where it went
+        if target is None:
+            folder = Path() if is_stdin(file) else file.parent
+            target = folder / f"{a.graph.network}.{kind}"
+        if (chosen and _refused(target, file)) or _write(target, data):
+            return EXIT_USAGE
+        if chosen:
+            print(f"wrote {shown(str(target))}", file=sys.stderr)
+    if not net.ok:
+        n = sum(d.severity == ERROR for d in net.diagnostics)
+        where = "stdout" if to_stdout else f"`{target}`"
+        error(f"`{net.filename}` has {n} error{'s' if n > 1 else ''}; drew {where} anyway, "
+              "errors in red")
+        return EXIT_ERRORS
+    return 0
 
 
 @app.command()

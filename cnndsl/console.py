@@ -1,8 +1,7 @@
-"""What every command shares on the terminal side: exit codes, colour, reading a source
-within its limits, the one-line summary, and usage errors as one line.
+"""What the commands share on the terminal side: exit codes, colour, one-line errors, and
+reading a source (a file, or stdin for `-`) within its limits.
 
-The CLI and the commands that live beside their backends (build, draw) read these from
-here, so no backend imports the CLI.
+Only the CLI imports this module: the backends return values and never print.
 """
 
 from __future__ import annotations
@@ -12,14 +11,18 @@ import sys
 from pathlib import Path
 from typing import Any, NoReturn
 
-from cnndsl.common.diagnostics import ERROR, WARNING
 from cnndsl.common.safetext import shown
 
 EXIT_ERRORS, EXIT_USAGE, EXIT_INTERNAL = 1, 2, 70
+STDIN = "<stdin>"  # what diagnostics call a source read from stdin
+
+
+def error(message: str) -> None:
+    print(f"error: {shown(message)}", file=sys.stderr)
 
 
 def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
-    print(f"error: {shown(message)}", file=sys.stderr)
+    error(message)
     sys.exit(code)
 
 
@@ -30,34 +33,28 @@ def colour_for(stream: Any) -> bool:
     return bool(os.environ.get("FORCE_COLOR")) or stream.isatty()
 
 
-def read_source(path: Path) -> str:
-    """The file's text, within the limits of cnndsl.common.limits; else a one-line error, exit 2."""
+def is_stdin(file: Path) -> bool:
+    """`-` names stdin, as for most Unix tools (`./-` is a file named `-`)."""
+    return str(file) == "-"
+
+
+def source_name(file: Path) -> str:
+    """What diagnostics and reports call the source."""
+    return STDIN if is_stdin(file) else str(file)
+
+
+def read_text(file: Path) -> str:
+    """The source's text, within the limits of cnndsl.common.limits, else SourceError."""
+    from cnndsl.common.limits import read_source, read_stream
+
+    return read_stream(sys.stdin.buffer, STDIN) if is_stdin(file) else read_source(file)
+
+
+def read_source(file: Path) -> str:
+    """The source's text; else a one-line error, exit 2."""
     from cnndsl.common.limits import SourceError
-    from cnndsl.common.limits import read_source as read
 
     try:
-        return read(path)
+        return read_text(file)
     except SourceError as err:
-        fail(str(err))
-
-
-def summary_line(diagnostics: list, filename: str) -> str | None:
-    errors = sum(d.severity == ERROR for d in diagnostics)
-    warnings = sum(d.severity == WARNING for d in diagnostics)
-    plural = lambda n, w: f"{n} {w}{'s' if n != 1 else ''}"  # noqa: E731
-    filename = shown(filename)
-    if errors:
-        extra = f" and {plural(warnings, 'warning')}" if warnings else ""
-        return f"error: `{filename}` has {plural(errors, 'error')}{extra}"
-    return f"{plural(warnings, 'warning')} in `{filename}`" if warnings else None
-
-
-def load(file: Path, network: str | None) -> tuple[str, Any]:
-    """Read and analyse a file; a bad --network is a usage error."""
-    from cnndsl.analysis.pipeline import NetworkChoiceError, analyse
-
-    source = read_source(file)
-    try:
-        return source, analyse(source, network)
-    except NetworkChoiceError as err:
         fail(str(err))

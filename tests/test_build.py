@@ -17,13 +17,13 @@ from conftest import EXAMPLES, ROOT, example_networks, example_params
 from cnndsl.analysis.pipeline import analyse
 from cnndsl.backends import report
 from cnndsl.backends.codegen import (
-    build_command,
     call_lines,
     generate,
     identifier,
     literal,
     string_literal,
 )
+from cnndsl.cli import build_command
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 EXAMPLE_NETWORKS = example_networks()

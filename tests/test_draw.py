@@ -12,7 +12,7 @@ import pytest
 from conftest import EXAMPLES, ROOT
 
 from cnndsl.analysis.pipeline import analyse
-from cnndsl.backends.draw import draw_command
+from cnndsl.cli import draw_command
 
 needs_dot = pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz `dot` not installed")
 
@@ -318,7 +318,7 @@ def test_other_usage_errors(tmp_path, capsys):
 
 
 def test_draw_never_imports_tensorflow(tmp_path):
-    code = ("import sys; from pathlib import Path; from cnndsl.backends.draw import draw_command; "
+    code = ("import sys; from pathlib import Path; from cnndsl.cli import draw_command; "
             "assert draw_command(Path('examples/mnist.cnn'), Path(sys.argv[1]), None, 'TB', "
             "False, None, None) == 0; "
             "assert not {'tensorflow', 'keras'} & set(sys.modules), 'heavy import'")

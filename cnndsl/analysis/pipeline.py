@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 from dataclasses import dataclass, field
 
+from cnndsl.analysis import keras_habits
 from cnndsl.analysis.elaborate import elaborate
 from cnndsl.analysis.infer import Analysis, infer
 from cnndsl.analysis.train_section import check_outputs, validate_train
@@ -26,6 +27,8 @@ class NetworkChoiceError(Exception):
 class Result:
     analysis: Analysis | None
     diagnostics: list[Diagnostic] = field(default_factory=list)
+    program: ast.Program | None = None  # the parsed file and its network checked: what
+    network: ast.Network | None = None  # `build` writes blocks as functions from
 
     @property
     def ok(self) -> bool:
@@ -60,15 +63,17 @@ def analyse(text: str, network: str | None = None) -> Result:
 
 
 def _analyse(text: str, network: str | None) -> Result:
-    program, diagnostics = parse(text)
+    program, diagnostics = parse(text, keras_habits.hint)
     if program is None:
         return Result(None, diagnostics)
     if not program.networks:
         return Result(None, [Diagnostic(ERROR, "this file defines no network", Span.point(1, 1),
                                         "add `network NAME { input 28x28x1 ... }`")])
-    graph, diagnostics = elaborate(program, _choose(program, network))
+    chosen = _choose(program, network)
+    graph, diagnostics = elaborate(program, chosen)
     diagnostics += validate_train(graph.train)[1]
     if graph.outputs:
         diagnostics += check_outputs(graph.train, [p.name for p in graph.outputs])
     analysis = infer(graph)
-    return Result(analysis, sorted(diagnostics + analysis.diagnostics, key=sort_key))
+    return Result(analysis, sorted(diagnostics + analysis.diagnostics, key=sort_key), program,
+                  chosen)

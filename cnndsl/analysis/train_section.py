@@ -26,6 +26,10 @@ OPTIMIZER_ARGS: dict[str, tuple[str, ...]] = {
     "lion": ("beta_1", "beta_2"), "ftrl": (),
 }
 OPTIMIZERS = tuple(OPTIMIZER_ARGS)
+# The Keras classes: `build` writes them and `train` makes them (neither may drift).
+OPTIMIZER_CLASSES = {"adam": "Adam", "adamw": "AdamW", "sgd": "SGD", "rmsprop": "RMSprop",
+                     "adagrad": "Adagrad", "adadelta": "Adadelta", "adamax": "Adamax",
+                     "nadam": "Nadam", "lion": "Lion", "ftrl": "Ftrl"}
 # `lr` is short for `learning_rate`.
 OPTIMIZER_OPTIONS = ("lr", *_COMMON, *dict.fromkeys(a for v in OPTIMIZER_ARGS.values() for a in v))
 LOSSES = ("categorical_crossentropy", "sparse_categorical_crossentropy", "binary_crossentropy",
@@ -34,6 +38,7 @@ LOSSES = ("categorical_crossentropy", "sparse_categorical_crossentropy", "binary
 METRICS = ("accuracy", "top_k_categorical_accuracy", "sparse_top_k_categorical_accuracy",
            "categorical_accuracy", "sparse_categorical_accuracy", "binary_accuracy",
            "mse", "mae", "auc", "precision", "recall")
+METRIC_CLASSES = {"auc": "AUC", "precision": "Precision", "recall": "Recall"}  # the rest: strings
 EARLY_STOPPING_OPTIONS = ("monitor", "patience", "min_delta", "restore_best")
 MONITORS = ("val_loss", "val_accuracy", "loss", "accuracy")
 # tf.distribute strategies (cnndsl/training/distribute.py); `auto` mirrors over several GPUs.

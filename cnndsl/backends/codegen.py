@@ -28,7 +28,6 @@ import ast as pyast
 import builtins
 import keyword
 import re
-import sys
 import textwrap
 from collections import defaultdict
 from dataclasses import dataclass, field, replace
@@ -40,10 +39,9 @@ from cnndsl.analysis.elaborate import Elaborator, refs, repeat_index, walk
 from cnndsl.analysis.infer import Analysis
 from cnndsl.analysis.ops import OPS
 from cnndsl.analysis.ops.base import KerasLayer, Op
+from cnndsl.analysis.pipeline import Result, analyse
 from cnndsl.analysis.values import Deferred, Symbolic, TensorRef, Word, evaluate, is_symbolic, truth
 from cnndsl.common.diagnostics import CnnError, Diagnostic
-from cnndsl.common.files import InputOverwriteError, WriteError, refuse_input, write_atomic
-from cnndsl.common.safetext import shown
 from cnndsl.lang import ast
 from cnndsl.version import __version__
 
@@ -1124,7 +1122,7 @@ def _compile_lines(config: Any, outputs: list[str]) -> list[str]:
     several outputs, a loss, a weight and the metrics for each, in the outputs' order)."""
     if config is None:
         return []
-    from cnndsl.training.train import METRIC_CLASSES, OPTIMIZER_CLASSES
+    from cnndsl.analysis.train_section import METRIC_CLASSES, OPTIMIZER_CLASSES
 
     cls = OPTIMIZER_CLASSES[config.optimizer]
     if not NAME_RE.match(cls):
@@ -1173,74 +1171,21 @@ def generate(source: str, filename: str, network: str | None = None,
              force_flat: bool = False) -> tuple[str | None, list[Diagnostic]]:
     """The module for an error-free file, or None and the diagnostics as `check` has them
     (the `train` section's included)."""
-    from cnndsl.analysis.pipeline import _choose, analyse
-    from cnndsl.analysis.train_section import validate_train
-    from cnndsl.lang.parser import parse
-
     result = analyse(source, network)
-    if not result.ok or result.analysis is None:
+    if not result.ok:
         return None, result.diagnostics
+    return module_source(result, filename, force_flat), result.diagnostics
+
+
+def module_source(result: Result, filename: str, force_flat: bool = False) -> str:
+    """The module of an error-free analysis; `filename` is named in its header."""
+    from cnndsl.analysis.train_section import validate_train
+
+    assert result.ok and result.analysis and result.program and result.network
     train = result.analysis.graph.train
     config = validate_train(train)[0] if train else None
-    diagnostics = result.diagnostics
-    program, _ = parse(source)
-    assert program is not None
-    module = plan(program, _choose(program, network), result.analysis, filename, config,
-                  force_flat)
-    return render(module), diagnostics
-
-
-# ----------------------------------------------------------------------------- the command
-
-
-def build_command(file: Path, out: str | None, network: str | None) -> int:
-    """`cnndsl build FILE [-o OUT.py | -o -] [--network NAME]`: 0 built, 1 the file has
-    errors (nothing written), 2 usage errors."""
-    from cnndsl.analysis.pipeline import NetworkChoiceError
-    from cnndsl.common.diagnostics import Renderer
-    from cnndsl.console import EXIT_ERRORS, EXIT_USAGE, colour_for, read_source, summary_line
-
-    target = None if out == "-" else Path(out) if out else file.with_suffix(".py")
-    if target is not None and target.suffix != ".py":
-        _error(f"the output `{target}` must end in .py")
-        return EXIT_USAGE
-    try:
-        if target is not None:
-            refuse_input(target, [file])
-    except InputOverwriteError as err:
-        _error(str(err))
-        return EXIT_USAGE
-    try:
-        source = read_source(file)
-    except SystemExit as exit_:  # read_source has printed its one-line error
-        return int(exit_.code) if isinstance(exit_.code, int) else EXIT_USAGE
-    try:
-        code, diagnostics = generate(source, str(file), network)
-    except NetworkChoiceError as err:
-        _error(str(err))
-        return EXIT_USAGE
-    renderer = Renderer(str(file), source, colour_for(sys.stderr))
-    for block in renderer.blocks(diagnostics):
-        print(block + "\n", file=sys.stderr)
-    summary = summary_line(diagnostics, str(file))
-    if summary:
-        print(summary, file=sys.stderr)
-    if code is None:
-        return EXIT_ERRORS
-    if target is None:
-        sys.stdout.write(code)
-        return 0
-    try:
-        write_atomic(target, code)
-    except WriteError as err:
-        _error(str(err))
-        return EXIT_USAGE
-    print(f"wrote {shown(str(target))}", file=sys.stderr)
-    return 0
-
-
-def _error(message: str) -> None:
-    print(f"error: {shown(message)}", file=sys.stderr)
+    return render(plan(result.program, result.network, result.analysis, filename, config,
+                       force_flat))
 
 
 def _normalise(kind: str, v: Any) -> Any:

@@ -12,12 +12,9 @@ from __future__ import annotations
 
 import html
 import re
-import shutil
-import sys
 import textwrap
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import graphviz
@@ -26,16 +23,9 @@ from cnndsl.analysis.graph import Scope
 from cnndsl.analysis.infer import Analysis, Layer
 from cnndsl.analysis.ops.base import fmt_shape
 from cnndsl.backends.report import human
-from cnndsl.common import safetext
-from cnndsl.common.diagnostics import ERROR, Diagnostic, Renderer
-from cnndsl.common.files import InputOverwriteError, WriteError, refuse_input, write_atomic
-from cnndsl.common.limits import MAX_DRAW_NODES
+from cnndsl.common.diagnostics import ERROR, Diagnostic
 
-FORMATS = ("svg", "png", "pdf", "dot")
 RANKDIRS = ("TB", "LR")
-EXIT_ERRORS, EXIT_USAGE = 1, 2
-INSTALL_HINT = ("install Graphviz (`apt-get install graphviz`, `brew install graphviz` or "
-                "graphviz.org/download), or write a .dot file")
 
 FONT = "Helvetica,Arial,sans-serif"
 
@@ -476,10 +466,12 @@ def _title(a: Analysis, n_errors: int, unshown: list[Diagnostic]) -> str:
     return text + ">"
 
 
-def folded_keys(a: Analysis, depth: int | None) -> set[str]:
-    """The boxes a drawing at `depth` has: one per layer, one per folded block instance."""
+def box_count(a: Analysis, depth: int | None) -> int:
+    """The boxes a drawing at `depth` has: one per layer, one per folded block instance
+    (what Graphviz's layout time grows with)."""
     folded = folds(a, depth)
-    return {folded[x.node.id].key if x.node.id in folded else f"n{x.node.id}" for x in a.layers}
+    return len({folded[x.node.id].key if x.node.id in folded else f"n{x.node.id}"
+                for x in a.layers})
 
 
 def to_digraph(a: Analysis, diagnostics: list[Diagnostic] | None = None, rankdir: str = "TB",
@@ -529,86 +521,3 @@ def _ports(g: graphviz.Digraph, b: _Builder, a: Analysis) -> None:
                         **_node_attrs(FAMILY["input"], shape="box", style="rounded,filled,bold"))
     for k, port in enumerate(a.graph.outputs, 1):
         g.edge(b.key(port.node), f"output_{k}")
-
-
-# ----------------------------------------------------------------------------- the command
-
-
-def _error(message: str) -> None:
-    print(f"error: {safetext.shown(message)}", file=sys.stderr)
-
-
-def output_format(out: Path, fmt: str | None) -> str | None:
-    """The format to write: `--format`, else the extension (`.gv` is dot); None if unknown."""
-    name = (fmt or out.suffix.lstrip(".")).lower()
-    name = "dot" if name == "gv" else name
-    return name if name in FORMATS else None
-
-
-def draw_command(file: Path, out: Path, network: str | None, rankdir: str, collapse: bool,
-                 depth: int | None, fmt: str | None) -> int:
-    """`cnndsl draw`: 0 drawn, 1 drawn but the file has errors, 2 usage errors."""
-    kind = output_format(out, fmt)
-    if kind is None:
-        what = f"format `{fmt}`" if fmt else f"output extension `{out.suffix or out.name}`"
-        _error(f"unknown {what}: use .svg, .png, .pdf or .dot (or --format)")
-        return EXIT_USAGE
-    if rankdir.upper() not in RANKDIRS:
-        _error(f"--rankdir must be TB or LR, not `{rankdir}`")
-        return EXIT_USAGE
-    if depth is not None and depth < 0:
-        _error("--depth must be 0 or more")
-        return EXIT_USAGE
-    if kind != "dot" and shutil.which("dot") is None:
-        _error(f"`dot` (Graphviz) is not on PATH, needed for .{kind}: {INSTALL_HINT}")
-        return EXIT_USAGE
-
-    from cnndsl.console import colour_for, load
-
-    try:
-        refuse_input(out, [file])
-    except InputOverwriteError as err:
-        _error(str(err))
-        return EXIT_USAGE
-
-    try:
-        source, result = load(file, network)
-    except SystemExit as exit_:  # load has printed its one-line usage error
-        return int(exit_.code) if isinstance(exit_.code, int) else EXIT_USAGE
-    if not result.ok:
-        renderer = Renderer(str(file), source, colour_for(sys.stderr))
-        for block in renderer.blocks(result.diagnostics):
-            print(block + "\n", file=sys.stderr)
-    a = result.analysis
-    if a is None or not a.layers:
-        _error(f"`{file}` has errors that leave nothing to draw")
-        return EXIT_ERRORS
-
-    depth = 0 if collapse and depth is None else depth
-    nodes = len(folded_keys(a, depth))
-    if kind != "dot" and nodes > MAX_DRAW_NODES:
-        _error(f"`{file}` draws as {nodes:,} boxes; Graphviz cannot lay out more than "
-               f"{MAX_DRAW_NODES:,} in reasonable time: fold blocks with --depth N (or "
-               "--collapse), or write .dot")
-        return EXIT_ERRORS
-    g = to_digraph(a, result.diagnostics, rankdir.upper(), depth)
-    try:
-        data = g.source.encode() if kind == "dot" else g.pipe(format=kind, quiet=True)
-    except graphviz.ExecutableNotFound:
-        _error(f"`dot` (Graphviz) is not on PATH, needed for .{kind}: {INSTALL_HINT}")
-        return EXIT_USAGE
-    except graphviz.CalledProcessError as err:
-        stderr = (err.stderr or b"").decode(errors="replace").strip().splitlines()
-        _error(f"Graphviz failed: {stderr[-1] if stderr else err}")
-        return EXIT_ERRORS
-    try:
-        write_atomic(out, data)
-    except WriteError as err:
-        _error(str(err))
-        return EXIT_USAGE
-    if not result.ok:
-        n = sum(d.severity == ERROR for d in result.diagnostics)
-        _error(f"`{file}` has {n} error{'s' if n > 1 else ''}; drew `{out}` anyway, "
-               "errors in red")
-        return EXIT_ERRORS
-    return 0

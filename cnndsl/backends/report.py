@@ -118,55 +118,61 @@ def _block_json(a: Analysis, scope: Scope) -> dict[str, Any]:
 # ----------------------------------------------------------------------------- table
 
 
-class _Table:
-    def __init__(self, analysis: Analysis, colour: bool) -> None:
-        self.a = analysis
-        self.colour = colour
-        self.rows: list[tuple[str, list[str]]] = []
-        self.scopes = {s.path: s for s in analysis.graph.scopes}
+Row = tuple[str, int, list[str]]  # kind ("layer" or "block"), nesting level, cells
 
-    def style(self, kind: str, text: str) -> str:
-        return f"{_STYLE[kind]}{text}{_RESET}" if self.colour and kind in _STYLE else text
 
-    def build(self) -> list[tuple[str, list[str]]]:
-        open_path: tuple[str, ...] = ()
-        for layer in self.a.layers:
-            path = layer.node.scope
-            common = 0
-            while common < min(len(open_path), len(path)) and open_path[common] == path[common]:
-                common += 1
-            for depth in range(common, len(path)):
-                self._block_row(path[: depth + 1])
-            open_path = path
-            indent = "  " * len(path)
-            self.rows.append(("layer", [
-                indent + layer.node.local_name, layer.node.op.name, fmt_shape(layer.shape),
+def rows(analysis: Analysis, depth: int | None = None) -> list[Row]:
+    """The table's rows in layer order: a block row opens each block instance (with its
+    totals), its layers one level deeper. With `depth`, rows nested deeper than `depth`
+    levels are left out (the top level is 1), so an instance at level `depth` stands for
+    its whole contents in one row, as torchinfo's `depth=` does; its RF is its output's."""
+    scopes = {s.path: s for s in analysis.graph.scopes}
+    last = {layer.node.scope[:n]: layer for layer in analysis.layers
+            for n in range(1, len(layer.node.scope) + 1)}
+    out: list[Row] = []
+    open_path: tuple[str, ...] = ()
+    for layer in analysis.layers:
+        path = layer.node.scope if depth is None else layer.node.scope[:depth]
+        common = 0
+        while common < min(len(open_path), len(path)) and open_path[common] == path[common]:
+            common += 1
+        for n in range(common + 1, len(path) + 1):
+            scope = scopes[path[:n]]
+            t: Totals = analysis.scope_totals(scope)
+            out.append(("block", n - 1, [path[n - 1], scope.block or "repeat",
+                                         fmt_shape(analysis.scope_output(scope)),
+                                         f"{t.params:,}", human(t.macs),
+                                         _rf(last[path[:n]]) if n == depth else ""]))
+        open_path = path
+        if depth is None or len(layer.node.scope) < depth:
+            out.append(("layer", len(path), [
+                layer.node.local_name, layer.node.op.name, fmt_shape(layer.shape),
                 f"{layer.params:,}", human(layer.macs), _rf(layer)]))
-        return self.rows
+    return out
 
-    def _block_row(self, path: tuple[str, ...]) -> None:
-        scope = self.scopes[path]
-        t: Totals = self.a.scope_totals(scope)
-        out = fmt_shape(self.a.scope_output(scope))
-        label = scope.block or "repeat"
-        self.rows.append(("block", ["  " * (len(path) - 1) + path[-1], label, out,
-                                    f"{t.params:,}", human(t.macs), ""]))
 
-    def render(self) -> str:
-        headers = ["layer", "op", "output", "params", "MACs", "RF"]
-        rows = self.build()
-        widths = [max(len(h), *(len(r[i]) for _, r in rows)) for i, h in enumerate(headers)]
-        right = {3, 4, 5}
+_HEADERS = ["layer", "op", "output", "params", "MACs", "RF"]
+_RIGHT = {3, 4, 5}  # the columns of numbers
 
-        def line(cells: list[str]) -> str:
-            return "  ".join(c.rjust(w) if i in right else c.ljust(w)
-                             for i, (c, w) in enumerate(zip(cells, widths, strict=True))).rstrip()
 
-        rule = "-" * len(line(["" for _ in headers]).ljust(sum(widths) + 10))
-        out = [self.style("head", line(headers)), rule]
-        out += [self.style("block", line(r)) if kind == "block" else line(r) for kind, r in rows]
-        out.append(rule)
-        return "\n".join(out)
+def _style(kind: str, text: str, colour: bool) -> str:
+    return f"{_STYLE[kind]}{text}{_RESET}" if colour and kind in _STYLE else text
+
+
+def _render_rows(table: list[Row], colour: bool) -> list[str]:
+    cells = [["  " * level + r[0], *r[1:]] for _, level, r in table]
+    widths = [max(len(h), *(len(r[i]) for r in cells)) for i, h in enumerate(_HEADERS)]
+
+    def line(row: list[str]) -> str:
+        return "  ".join(c.rjust(w) if i in _RIGHT else c.ljust(w)
+                         for i, (c, w) in enumerate(zip(row, widths, strict=True))).rstrip()
+
+    rule = "-" * len(line(["" for _ in _HEADERS]).ljust(sum(widths) + 10))
+    out = [_style("head", line(_HEADERS), colour), rule]
+    out += [_style(kind, line(row), colour) if kind == "block" else line(row)
+            for (kind, _, _), row in zip(table, cells, strict=True)]
+    out.append(rule)
+    return out
 
 
 def _ports_line(a: Analysis) -> str:
@@ -180,18 +186,58 @@ def _ports_line(a: Analysis) -> str:
     return f"Inputs {named(a.graph.inputs)} -> outputs {named(a.graph.outputs)}"
 
 
-def table(analysis: Analysis, filename: str, colour: bool = False) -> str:
+def _totals(analysis: Analysis) -> list[tuple[str, str]]:
     t = analysis.totals
-    tab = _Table(analysis, colour)
-    head = tab.style("head", f"network {analysis.graph.network}") + f"  ({filename})"
-    footer = [
-        f"Total params:           {t.params:,} ({human_bytes(t.params * BYTES_PER_VALUE)})",
-        f"Trainable params:       {t.trainable:,}",
-        f"Non-trainable params:   {t.non_trainable:,}",
-        f"MACs:                   {t.macs:,} ({human(t.macs)})",
-        f"FLOPs (2 x MACs):       {2 * t.macs:,} ({human(2 * t.macs)})",
-        f"Peak activation memory: {human_bytes(analysis.peak_activation_bytes)} "
-        "(batch 1, float32)",
-        f"{_ports_line(analysis)}, {len(analysis.layers)} layers",
+    return [
+        ("Total params", f"{t.params:,} ({human_bytes(t.params * BYTES_PER_VALUE)})"),
+        ("Trainable params", f"{t.trainable:,}"),
+        ("Non-trainable params", f"{t.non_trainable:,}"),
+        ("MACs", f"{t.macs:,} ({human(t.macs)})"),
+        ("FLOPs (2 x MACs)", f"{2 * t.macs:,} ({human(2 * t.macs)})"),
+        ("Peak activation memory",
+         f"{human_bytes(analysis.peak_activation_bytes)} (batch 1, float32)"),
     ]
-    return "\n".join([head, "", tab.render(), *(tab.style("total", f) for f in footer)])
+
+
+def _last_line(analysis: Analysis) -> str:
+    return f"{_ports_line(analysis)}, {len(analysis.layers)} layers"
+
+
+def table(analysis: Analysis, filename: str, colour: bool = False,
+          depth: int | None = None) -> str:
+    """`check`'s table; `depth` folds block instances nested deeper (see `rows`)."""
+    head = _style("head", f"network {analysis.graph.network}", colour) + f"  ({filename})"
+    footer = [f"{label + ':':<24}{value}" for label, value in _totals(analysis)]
+    footer.append(_last_line(analysis))
+    return "\n".join([head, "", *_render_rows(rows(analysis, depth), colour),
+                      *(_style("total", f, colour) for f in footer)])
+
+
+# ----------------------------------------------------------------------------- HTML
+
+
+def html_table(analysis: Analysis, filename: str, depth: int | None = None) -> str:
+    """The table for a notebook (Jupyter's `_repr_html_`): block rows bold, their layers
+    indented under them, the totals below. Every text is escaped."""
+    from html import escape
+
+    def cell(tag: str, i: int, text: str, level: int = 0) -> str:
+        style = "text-align:right" if i in _RIGHT else "text-align:left"
+        if level:
+            style += f";padding-left:{0.5 + 1.25 * level:g}em"
+        return f'<{tag} style="{style}">{escape(text)}</{tag}>'
+
+    head = "".join(cell("th", i, h) for i, h in enumerate(_HEADERS))
+    body = []
+    for kind, level, row in rows(analysis, depth):
+        cells = "".join(cell("td", i, text, level if i == 0 else 0) for i, text in enumerate(row))
+        body.append(f'<tr style="font-weight:bold">{cells}</tr>' if kind == "block"
+                    else f"<tr>{cells}</tr>")
+    totals = "".join(f'<tr><td style="text-align:left">{escape(label)}</td>'
+                     f'<td style="text-align:left">{escape(value)}</td></tr>'
+                     for label, value in _totals(analysis))
+    return (f'<div class="cnndsl-network"><p><b>network {escape(analysis.graph.network)}'
+            f"</b> ({escape(filename)})</p>\n"
+            f"<table>\n<thead><tr>{head}</tr></thead>\n<tbody>\n" + "\n".join(body)
+            + f"\n</tbody>\n</table>\n<table>{totals}</table>\n"
+            f"<p>{escape(_last_line(analysis))}</p></div>")

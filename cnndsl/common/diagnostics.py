@@ -42,6 +42,14 @@ class Diagnostic:
     hint: str | None = None
     labels: tuple[Label, ...] = ()
 
+    @property
+    def line(self) -> int | None:
+        return self.span.line if self.span else None
+
+    @property
+    def column(self) -> int | None:
+        return self.span.column if self.span else None
+
     def to_json(self) -> dict:
         span = self.span
         return {
@@ -99,6 +107,18 @@ def has_errors(diagnostics: Iterable[Diagnostic]) -> bool:
 
 def sort_key(d: Diagnostic) -> tuple[int, int]:
     return (d.span.line, d.span.column) if d.span else (0, 0)
+
+
+def summary_line(diagnostics: list[Diagnostic], filename: str) -> str | None:
+    """`error: `f.cnn` has 2 errors and 1 warning`, `1 warning in `f.cnn``, or None."""
+    errors = sum(d.severity == ERROR for d in diagnostics)
+    warnings = sum(d.severity == WARNING for d in diagnostics)
+    plural = lambda n, w: f"{n} {w}{'s' if n != 1 else ''}"  # noqa: E731
+    filename = shown(filename)
+    if errors:
+        extra = f" and {plural(warnings, 'warning')}" if warnings else ""
+        return f"error: `{filename}` has {plural(errors, 'error')}{extra}"
+    return f"{plural(warnings, 'warning')} in `{filename}`" if warnings else None
 
 
 # ----------------------------------------------------------------------------- rendering

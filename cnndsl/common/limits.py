@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import codecs
 from pathlib import Path
+from typing import BinaryIO
 
 MAX_SOURCE_BYTES = 1024 * 1024  # a .cnn file; the largest example is 4 KB
 MAX_DIAGNOSTICS = 50  # diagnostics printed for one file; the rest are counted
@@ -25,17 +26,23 @@ def read_source(path: Path) -> str:
     """The text of a .cnn file, or SourceError naming the file and what is wrong."""
     try:
         with open(path, "rb") as f:
-            raw = f.read(MAX_SOURCE_BYTES + 1)
+            return read_stream(f, path)
     except FileNotFoundError as err:
         raise SourceError(f"cannot read `{path}`: no such file") from err
     except IsADirectoryError as err:
         raise SourceError(f"cannot read `{path}`: it is a folder") from err
     except OSError as err:
         raise SourceError(f"cannot read `{path}`: {err.strerror or err}") from err
+
+
+def read_stream(stream: BinaryIO, name: Path | str) -> str:
+    """The text of a .cnn source from an open stream (a file, or stdin for `-`), read no
+    further than the bound; SourceError names it (`name`) when it is too large or not text."""
+    raw = stream.read(MAX_SOURCE_BYTES + 1)
     if len(raw) > MAX_SOURCE_BYTES:
-        raise SourceError(f"`{path}` is larger than {MAX_SOURCE_BYTES // 1024**2} MB, the "
+        raise SourceError(f"`{name}` is larger than {MAX_SOURCE_BYTES // 1024**2} MB, the "
                           "limit for a .cnn file (is it the right file?)")
-    return decode_source(raw, path)
+    return decode_source(raw, name)
 
 
 def decode_source(raw: bytes, path: Path | str) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from cnndsl.analysis import keras_habits
 from cnndsl.analysis.graph import Scope
 from cnndsl.analysis.infer import Analysis, Layer, Totals
 from cnndsl.analysis.ops import OPS
@@ -97,7 +98,7 @@ class Document:
     def __init__(self, text: str) -> None:
         self.text = text
         self.lines = text.split("\n")
-        self.program, syntax = parse(text)
+        self.program, syntax = parse(text, keras_habits.hint)
         self.analyses: list[Analysis] = []
         diagnostics = list(syntax)
         if self.program is not None:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from cnndsl.common.diagnostics import Diagnostic, Renderer, has_errors
 from cnndsl.common.files import write_atomic
+from cnndsl.lang import ast
 from cnndsl.lang.parser import parse
 
 INDENT = 4  # spaces per brace level
@@ -254,10 +255,18 @@ def _stream(text: str) -> list[tuple[str, str]]:
     return out
 
 
+def _keras_hint(stmt: ast.Stmt) -> str | None:
+    """The `.cnn` line for a Keras call written by habit; the analysis layer knows the ops,
+    and is imported only on this error path (`fmt` starts without it)."""
+    from cnndsl.analysis.keras_habits import hint
+
+    return hint(stmt)
+
+
 def format_source(text: str, align_comments: bool = False) -> str:
     """The canonical layout of `text`; FormatError when it has syntax errors (or in the
     unlikely case that the result would not lex exactly as the original)."""
-    program, diagnostics = parse(text)
+    program, diagnostics = parse(text, _keras_hint)
     if program is None or has_errors(diagnostics):
         raise FormatError("the file has syntax errors", diagnostics)
     raw, newline = _split(text)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from functools import cache
 
 from lark import Lark, Token, Transformer, UnexpectedInput, v_args
@@ -42,6 +43,7 @@ _GROUPS = (
     ("a statement", {"a name", "a block call"}),
 )
 _MAX_SYNTAX_ERRORS = 20
+CallHint = Callable[[ast.Stmt], str | None]  # see `parse`
 
 
 @cache
@@ -279,7 +281,7 @@ def _ends_early(text: str, expected: str) -> Diagnostic:
     return Diagnostic(ERROR, "the file ends too early", span, hint, (brace,) if brace else ())
 
 
-def _syntax_diagnostic(err: UnexpectedInput, text: str) -> Diagnostic:
+def _syntax_diagnostic(err: UnexpectedInput, text: str, call_hint: CallHint | None) -> Diagnostic:
     if isinstance(err, UnexpectedCharacters):
         char = text[err.pos_in_stream] if err.pos_in_stream < len(text) else "?"
         return Diagnostic(ERROR, f"unexpected character `{char}`",
@@ -296,15 +298,14 @@ def _syntax_diagnostic(err: UnexpectedInput, text: str) -> Diagnostic:
     span = _span(tok) if tok.line is not None else Span.point(err.line, err.column)
     if tok.type == "_SEP":  # point at the end of the line, not at the blank that follows
         span = Span.point(tok.line, tok.column)
-    hint = _bare_commas(text, tok) or _keras_call(text, tok) or f"expected {expected} here"
+    hint = (_bare_commas(text, tok) or _keras_call(text, tok, call_hint)
+            or f"expected {expected} here")
     return Diagnostic(ERROR, f"unexpected {_found(tok)}", span, hint)
 
 
-def _keras_call(text: str, tok: Token) -> str | None:
+def _keras_call(text: str, tok: Token, call_hint: CallHint | None) -> str | None:
     """For `layers.Conv2D(32, 3)` and `model.add(Dense(10))`: the `.cnn` line instead."""
-    from cnndsl.analysis import keras_habits  # only on this error path
-
-    if tok.type != "DOT" or tok.line is None:
+    if call_hint is None or tok.type != "DOT" or tok.line is None:
         return None
     rest = text.split("\n")[tok.line - 1].split("#", 1)[0].strip()
     while True:  # `keras.layers.` and `model.add(...)` around the call
@@ -318,7 +319,7 @@ def _keras_call(text: str, tok: Token) -> str | None:
     except (UnexpectedInput, VisitError, RecursionError):
         return None
     stmt = program.networks[0].body[0] if program.networks[0].body else None
-    return keras_habits.hint(stmt) if isinstance(stmt, ast.Stmt) and stmt.is_call else None
+    return call_hint(stmt) if isinstance(stmt, ast.Stmt) and stmt.is_call else None
 
 
 def _bare_commas(text: str, tok: Token) -> str | None:
@@ -346,15 +347,20 @@ def _blank_line(text: str, line: int) -> str | None:
     return "\n".join(lines)
 
 
-def parse(text: str) -> tuple[ast.Program | None, list[Diagnostic]]:
-    """Parse a whole file. On syntax errors, returns None and one error per bad line."""
+def parse(text: str, call_hint: CallHint | None = None
+          ) -> tuple[ast.Program | None, list[Diagnostic]]:
+    """Parse a whole file. On syntax errors, returns None and one error per bad line.
+
+    `call_hint` turns a Keras call written by habit (`layers.Conv2D(32, 3)`), parsed as a
+    statement, into the hint of its syntax error; it knows the ops, which the parser does
+    not (cnndsl.analysis.keras_habits.hint)."""
     diagnostics: list[Diagnostic] = []
     current = text
     while True:
         try:
             tree = _parser().parse(current)
         except UnexpectedInput as err:
-            d = _syntax_diagnostic(err, current)
+            d = _syntax_diagnostic(err, current, call_hint)
             diagnostics.append(d)
             retry = _blank_line(current, d.span.line) if d.span and not _at_end(err) else None
             if retry is None or retry == current or len(diagnostics) >= _MAX_SYNTAX_ERRORS:

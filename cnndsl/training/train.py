@@ -33,7 +33,14 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from cnndsl.analysis.train_section import ConfigError, TrainConfig, apply_overrides, validate_train
+from cnndsl.analysis.train_section import (
+    METRIC_CLASSES,
+    OPTIMIZER_CLASSES,
+    ConfigError,
+    TrainConfig,
+    apply_overrides,
+    validate_train,
+)
 from cnndsl.common.diagnostics import Diagnostic, Renderer, has_errors, sort_key
 from cnndsl.common.files import (
     InputOverwriteError,
@@ -50,11 +57,6 @@ RUN, STATE, HISTORY, MODEL, METRICS = (
 EXIT_OK, EXIT_ERRORS, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 EXIT_WORKER_LOST = 75  # EX_TEMPFAIL: a multiworker peer died; the same command continues
 STEPS_PER_EXECUTION = 32  # steps per call into TensorFlow: no Python between those steps
-
-OPTIMIZER_CLASSES = {"adam": "Adam", "adamw": "AdamW", "sgd": "SGD", "rmsprop": "RMSprop",
-                     "adagrad": "Adagrad", "adadelta": "Adadelta", "adamax": "Adamax",
-                     "nadam": "Nadam", "lion": "Lion", "ftrl": "Ftrl"}
-METRIC_CLASSES = {"auc": "AUC", "precision": "Precision", "recall": "Recall"}
 
 
 class Fail(Exception):

@@ -74,3 +74,48 @@ def test_zoo_table_lists_every_keras_application():
         ours = [f"{a.totals.params:,}", f"{a.totals.non_trainable:,}"]
         assert cells[2:4] == ours and cells[4:6] == ours, name
         assert (cells[6], cells[7]) == (human(a.totals.macs), "exact"), name
+
+
+# ------------------------------------------------------------- docs/api.md's examples
+
+API_DOC = (ROOT / "docs" / "api.md").read_text()
+API_BLOCKS = re.findall(r"^```(\w*)\n(.*?)^```", API_DOC, re.S | re.M)
+
+
+def test_api_doc_has_examples():
+    kinds = [kind for kind, _ in API_BLOCKS]
+    assert kinds.count("python") >= 5 and kinds.count("ipython") >= 3
+
+
+def test_api_doc_examples_run_and_print_what_they_show(monkeypatch):
+    """Each python and ipython block runs, in order, in one namespace, from the root (the
+    ipython ones through a real IPython shell); a `text` block right after an example is
+    what it printed (the magic's diagnostics go to stderr, counted with stdout)."""
+    import contextlib
+    import io
+    import warnings
+
+    from IPython.core.interactiveshell import InteractiveShell
+
+    monkeypatch.chdir(ROOT)
+    InteractiveShell.clear_instance()
+    shell = InteractiveShell.instance()
+    namespace = shell.user_ns
+    try:
+        for i, (kind, block) in enumerate(API_BLOCKS):
+            if kind not in ("python", "ipython"):
+                continue
+            out = io.StringIO()
+            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(
+                    out if kind == "ipython" else io.StringIO()), warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)
+                if kind == "python":
+                    exec(compile(block, f"docs/api.md block {i}", "exec"), namespace)
+                else:
+                    result = shell.run_cell(block, store_history=False, silent=True)
+                    assert result.success, (block, out.getvalue())
+            following = API_BLOCKS[i + 1] if i + 1 < len(API_BLOCKS) else ("", "")
+            if following[0] == "text":
+                assert out.getvalue().strip() == following[1].strip(), block
+    finally:
+        InteractiveShell.clear_instance()

@@ -119,3 +119,15 @@ def test_api_doc_examples_run_and_print_what_they_show(monkeypatch):
                 assert out.getvalue().strip() == following[1].strip(), block
     finally:
         InteractiveShell.clear_instance()
+
+
+def test_readme_python_example_runs_and_prints_its_comment(monkeypatch, capsys):
+    """The README's Python sketch, but for its training line (one epoch of the file's full
+    MNIST: docs/api.md's training example, on the bundled sample, runs instead)."""
+    [block] = [b for kind, b in re.findall(r"^```(\w*)\n(.*?)^```", README, re.S | re.M)
+               if kind == "python"]
+    monkeypatch.chdir(ROOT)
+    lines = block.splitlines()
+    exec("\n".join(line for line in lines if ".train(" not in line), {})
+    [shown] = [line.split("#", 1)[1].strip() for line in lines if line.startswith("print(")]
+    assert capsys.readouterr().out.strip() == shown

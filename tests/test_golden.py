@@ -51,3 +51,27 @@ def test_no_traceback_and_exit_codes_agree():
         assert "Traceback" not in text and "internal error" not in text, name
         errors = "error: " in rest
         assert first == f"# exit: {1 if errors else 0}", name
+
+
+TABLES = GOLDEN / "tables"
+TABLE_CASES = sorted(p.stem for p in TABLES.glob("*.out"))
+
+
+@pytest.mark.parametrize("case", TABLE_CASES)
+def test_golden_folded_table(case: str, monkeypatch: pytest.MonkeyPatch,
+                             capsys: pytest.CaptureFixture):
+    """tables/NAME.depthN.out: the table `cnndsl check NAME.cnn --depth N` prints."""
+    name, depth = case.rsplit(".depth", 1)
+    monkeypatch.chdir(TABLES)
+    monkeypatch.setenv("NO_COLOR", "1")
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        app(["check", f"{name}.cnn", "--depth", depth])
+    actual = f"# exit: {exit_info.value.code or 0}\n" + capsys.readouterr().out
+    expected = (TABLES / f"{case}.out").read_text()
+    assert actual == expected, f"the table of `cnndsl check {name}.cnn --depth {depth}` changed"
+
+
+def test_folded_tables_have_their_inputs():
+    assert len(TABLE_CASES) >= 3
+    assert all((TABLES / f"{case.rsplit('.depth', 1)[0]}.cnn").exists() for case in TABLE_CASES)

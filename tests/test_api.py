@@ -301,7 +301,9 @@ train {
 
 
 def test_train_returns_the_run(tmp_path):
-    pytest.importorskip("cnndsl.training.session", reason="the training branch's session.py")
+    session = pytest.importorskip("cnndsl.training.session", reason="needs session.train")
+    if not hasattr(session, "train"):
+        pytest.skip("cnndsl.training.session has no train() yet")
     rng = np.random.default_rng(0)
     y = rng.integers(0, 3, 200).astype(np.uint8)
     x = rng.integers(0, 60, (200, 8, 8)).astype(np.uint8)

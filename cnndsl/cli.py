@@ -152,13 +152,16 @@ def _summary(net: Network) -> None:
         print(summary, file=sys.stderr)
 
 
-def _checked(file: Path, network: str | None) -> Network | int:
+def _checked(file: Path, network: str | None, target: Path | None) -> Network | int:
     """Read and check a source for build and draw: its Network, or the exit code of a usage
-    error already reported (an unreadable source, no such network)."""
+    error already reported (the output `target` is the input, an unreadable source, no
+    such network)."""
     from cnndsl import api
     from cnndsl.analysis.pipeline import NetworkChoiceError
     from cnndsl.common.limits import SourceError
 
+    if target is not None and _refused(target, file):
+        return EXIT_USAGE
     try:
         return api.check(read_text(file), network, source_name(file))
     except (SourceError, NetworkChoiceError) as err:
@@ -209,12 +212,10 @@ def build_command(file: Path, out: str | None, network: str | None) -> int:
     errors (nothing written), 2 usage errors."""
     target = None if out == "-" else Path(out) if out else (
         None if is_stdin(file) else file.with_suffix(".py"))
-    if target is not None and (target.suffix != ".py"):
+    if target is not None and target.suffix != ".py":
         error(f"the output `{target}` must end in .py")
         return EXIT_USAGE
-    if target is not None and _refused(target, file):
-        return EXIT_USAGE
-    net = _checked(file, network)
+    net = _checked(file, network, target)
     if isinstance(net, int):
         return net
     _diagnostics(net)
@@ -292,9 +293,7 @@ def draw_command(file: Path, out: Path | str | None, network: str | None, rankdi
     if kind != "dot" and shutil.which("dot") is None:
         error(f"`dot` (Graphviz) is not on PATH, needed for .{kind}: {INSTALL_HINT}")
         return EXIT_USAGE
-    if target is not None and _refused(target, file):
-        return EXIT_USAGE
-    net = _checked(file, network)
+    net = _checked(file, network, target)
     if isinstance(net, int):
         return net
     if not net.ok:
@@ -323,15 +322,14 @@ def draw_command(file: Path, out: Path | str | None, network: str | None, rankdi
     if to_stdout:
         sys.stdout.buffer.write(data)
         sys.stdout.flush()
-    else:
-        chosen = target is None  # named after the network: say where it went
-        if target is None:
-            folder = Path() if is_stdin(file) else file.parent
-            target = folder / f"{a.graph.network}.{kind}"
-        if (chosen and _refused(target, file)) or _write(target, data):
+    elif target is not None:
+        if _write(target, data):
             return EXIT_USAGE
-        if chosen:
-            print(f"wrote {shown(str(target))}", file=sys.stderr)
+    else:  # named after the network, beside the input: say where it went
+        target = (Path() if is_stdin(file) else file.parent) / f"{a.graph.network}.{kind}"
+        if _refused(target, file) or _write(target, data):
+            return EXIT_USAGE
+        print(f"wrote {shown(str(target))}", file=sys.stderr)
     if not net.ok:
         n = sum(d.severity == ERROR for d in net.diagnostics)
         where = "stdout" if to_stdout else f"`{target}`"

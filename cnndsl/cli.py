@@ -212,7 +212,8 @@ def train(
         help="Devices to mirror over, e.g. /gpu:0,/gpu:1 (or /cpu:0,/cpu:1).")] = None,
 ) -> int:
     """Build the network in-process with Keras and train it."""
-    from cnndsl.training.train import EXIT_WORKER_LOST, train_command
+    from cnndsl.training.commands import train_command
+    from cnndsl.training.errors import EXIT_WORKER_LOST
 
     code = train_command(
         file, network=network, out=out, resume=resume, data=data,
@@ -239,7 +240,7 @@ def evaluate(
         "--dataset", help="Another keras dataset to evaluate on.")] = None,
 ) -> int:
     """Re-evaluate a saved run on its test data (or on --data)."""
-    from cnndsl.training.train import evaluate_command
+    from cnndsl.training.commands import evaluate_command
 
     return evaluate_command(run, data=data, dataset=dataset)
 

@@ -5,7 +5,6 @@ evaluation on the test data."""
 from __future__ import annotations
 
 import math
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,7 +12,8 @@ from typing import Any
 
 from cnndsl.analysis.train_section import TrainConfig
 from cnndsl.training.datasets import examples
-from cnndsl.training.errors import EXIT_USAGE, Fail
+from cnndsl.training.errors import EXIT_USAGE, TrainError
+from cnndsl.training.progress import Epochs, keras_callback
 from cnndsl.training.run_folder import RunSpec, commit, commit_state
 from cnndsl.training.runstate import inside
 
@@ -27,9 +27,8 @@ METRIC_CLASSES = {"auc": "AUC", "precision": "Precision", "recall": "Recall"}
 
 @dataclass
 class Fitted:
-    history: list[dict[str, Any]]
+    history: list[dict[str, Any]]  # a row an epoch, those of earlier sessions first
     seconds: list[float]
-    interrupted: bool = False
 
 
 def import_keras() -> Any:
@@ -79,8 +78,8 @@ def make_optimizer(config: TrainConfig, keras: Any) -> Any:
     try:
         return getattr(keras.optimizers, OPTIMIZER_CLASSES[config.optimizer])(**options)
     except (TypeError, ValueError) as err:
-        raise Fail(f"optimizer `{config.optimizer}` refuses these options "
-                   f"({', '.join(options)}): {err}", EXIT_USAGE) from err
+        raise TrainError(f"optimizer `{config.optimizer}` refuses these options "
+                         f"({', '.join(options)}): {err}", EXIT_USAGE) from err
 
 
 def _metrics(config: TrainConfig, keras: Any) -> list[Any]:
@@ -125,9 +124,9 @@ def _callbacks(run: RunSpec, keras: Any, history: list[dict[str, Any]],
                    "seconds": round(seconds[-1], 3)}
             bad = [k for k, v in row.items() if not math.isfinite(v)]
             if bad:  # never committed: the run stays resumable from the last sound epoch
-                raise Fail(f"training diverged: {bad[0]} became {row[bad[0]]} in epoch "
-                           f"{epoch + 1}; nothing of that epoch was saved; try a lower --lr "
-                           "(or check the data)")
+                raise TrainError(f"training diverged: {bad[0]} became {row[bad[0]]} in epoch "
+                                 f"{epoch + 1}; nothing of that epoch was saved; try a lower --lr "
+                                 "(or check the data)")
             history.append(row)
             commit(self.model, folder, history, seconds, early)
 
@@ -141,7 +140,7 @@ def restore_best(model: Any, run: RunSpec) -> None:
     if es_config is not None and es_config.restore_best and saved.get("best_weights"):
         path = inside(run.folder, saved["best_weights"], "best-weights file")
         if not path.is_file():
-            raise Fail(f"`{path}` is missing; the run folder is incomplete")
+            raise TrainError(f"`{path}` is missing; the run folder is incomplete")
         model.load_weights(path)
 
 
@@ -153,26 +152,25 @@ def _weights_from(model: Any, path: Path) -> list[Any]:
     return best
 
 
-def fit(model: Any, run: RunSpec, prepared: Any, verbose: int | None, keras: Any,
+def fit(model: Any, run: RunSpec, prepared: Any, epochs: Epochs, keras: Any,
         batch: int) -> Fitted:
-    """The epochs still to run, each committed by the Checkpoint callback; a Ctrl-C ends
-    the run with what is committed."""
+    """The epochs still to run, each committed by the Checkpoint callback, then shown."""
     config = run.config
     history = list(run.state.get("history", []))
     seconds = list(run.state.get("seconds", []))
-    if verbose is None:
-        verbose = 1 if sys.stdout.isatty() else 2
+    callbacks = [*_callbacks(run, keras, history, seconds), keras_callback(keras, epochs)]
     try:
         model.fit(prepared.x_train, prepared.y_train, batch_size=batch,
                   epochs=config.epochs, initial_epoch=len(history),
-                  validation_split=config.validation_split, shuffle=True, verbose=verbose,
-                  callbacks=_callbacks(run, keras, history, seconds))
-    except KeyboardInterrupt:
-        return Fitted(history, seconds, interrupted=True)
+                  validation_split=config.validation_split, shuffle=True, verbose=0,
+                  callbacks=callbacks)
+    finally:
+        epochs.close()
     return Fitted(history, seconds)
 
 
-def loop_epochs(run: RunSpec, loop: Any, checkpoints: Any, prepared: Any) -> Fitted:
+def loop_epochs(run: RunSpec, loop: Any, checkpoints: Any, prepared: Any,
+                epochs: Epochs) -> Fitted:
     """Under multiworker: the epochs still to run, each committed (checkpoint, then
     state.json) by the chief."""
     config = run.config
@@ -182,6 +180,7 @@ def loop_epochs(run: RunSpec, loop: Any, checkpoints: Any, prepared: Any) -> Fit
     n_fit = len(prepared.x_train) - n_val
     try:
         for epoch in range(len(history), config.epochs):
+            epochs.begin(epoch, None)
             started = time.perf_counter()
             row = loop.train_epoch(prepared.x_train[:n_fit], prepared.y_train[:n_fit],
                                    config.seed + epoch)
@@ -191,12 +190,11 @@ def loop_epochs(run: RunSpec, loop: Any, checkpoints: Any, prepared: Any) -> Fit
             seconds.append(time.perf_counter() - started)
             history.append({"epoch": epoch + 1, **row, "seconds": round(seconds[-1], 3)})
             path = Path(checkpoints.save(epoch + 1))
-            print(f"epoch {epoch + 1}/{config.epochs}: "
-                  + ", ".join(f"{k} {v:.4f}" for k, v in row.items()), flush=True)
             if run.writes:
                 commit_state(run.folder, history, seconds, f"checkpoints/{path.name}")
-    except KeyboardInterrupt:
-        return Fitted(history, seconds, interrupted=True)
+            epochs.end(row, seconds[-1])
+    finally:
+        epochs.close()
     return Fitted(history, seconds)
 
 

@@ -30,7 +30,7 @@ from typing import Any
 from cnndsl.analysis.train_section import TrainConfig
 from cnndsl.common.files import replacing, write_atomic
 from cnndsl.training.datasets import examples
-from cnndsl.training.errors import EXIT_USAGE, Fail
+from cnndsl.training.errors import EXIT_USAGE, TrainError
 from cnndsl.training.progress import note
 from cnndsl.training.runstate import config_problem, read_state
 
@@ -48,7 +48,7 @@ def read_json(path: Path) -> Any:
     except FileNotFoundError:
         return None
     except (OSError, ValueError) as err:
-        raise Fail(f"cannot read `{path}`: {err}") from err
+        raise TrainError(f"cannot read `{path}`: {err}") from err
 
 
 def save_model(model: Any, path: Path) -> None:
@@ -57,26 +57,26 @@ def save_model(model: Any, path: Path) -> None:
 
 
 def load_keras(path: Path, keras: Any) -> Any:
-    """A saved model, or Fail naming the file: missing, damaged, or refused for safety."""
+    """A saved model, or TrainError naming the file: missing, damaged, or refused for safety."""
     import zipfile
 
     if not path.is_file():
-        raise Fail(f"`{path}` is missing; the run folder is incomplete")
+        raise TrainError(f"`{path}` is missing; the run folder is incomplete")
     try:
         with zipfile.ZipFile(path) as archive:
             damaged = archive.testzip()
     except (OSError, zipfile.BadZipFile, EOFError):
         damaged = path.name
     if damaged is not None:
-        raise Fail(f"`{path}` is damaged (empty or cut short: not a whole .keras file)")
+        raise TrainError(f"`{path}` is damaged (empty or cut short: not a whole .keras file)")
     try:
         return keras.models.load_model(path)  # safe_mode: no code from the file runs
     except Exception as err:  # Keras raises ValueError, TypeError, KeyError... for bad files
         if "safe_mode" in str(err):
-            raise Fail(f"`{path}` holds Python code (such as a Lambda layer) that Keras "
-                       "refuses to load for safety; cnndsl never saves one") from err
+            raise TrainError(f"`{path}` holds Python code (such as a Lambda layer) that Keras "
+                             "refuses to load for safety; cnndsl never saves one") from err
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise Fail(f"`{path}` cannot be loaded as a Keras model ({first})") from err
+        raise TrainError(f"`{path}` cannot be loaded as a Keras model ({first})") from err
 
 
 def save_weights(model: Any, path: Path) -> None:
@@ -120,14 +120,14 @@ class RunSpec:
     def load(folder: Path) -> RunSpec:
         spec = read_json(folder / RUN)
         if spec is None:
-            raise Fail(f"`{folder}` is not a run folder (it has no {RUN})", EXIT_USAGE)
+            raise TrainError(f"`{folder}` is not a run folder (it has no {RUN})", EXIT_USAGE)
         try:
             run = RunSpec(folder, spec["source"], spec["file"], spec["network"], spec["data"],
                           TrainConfig.from_json(spec["config"]),
                           spec.get("mixed_precision", False), read_state(folder),
                           tuple(spec.get("devices", ())))
         except (KeyError, TypeError, ValueError, AttributeError) as err:
-            raise Fail(f"`{folder / RUN}` is damaged ({err})") from err
+            raise TrainError(f"`{folder / RUN}` is damaged ({err})") from err
         # run.json may come from someone else: every field has its type, every setting
         # is one the `train` section accepts.
         texts = (run.source, run.file, *run.devices)
@@ -135,10 +135,10 @@ class RunSpec:
         if not all(isinstance(t, str) for t in texts) or not all(
                 t is None or isinstance(t, str) for t in optional) or not isinstance(
                     run.mixed_precision, bool):
-            raise Fail(f"`{folder / RUN}` is damaged: a field has the wrong type")
+            raise TrainError(f"`{folder / RUN}` is damaged: a field has the wrong type")
         problem = config_problem(run.config)
         if problem:
-            raise Fail(f"`{folder / RUN}` is damaged: {problem}")
+            raise TrainError(f"`{folder / RUN}` is damaged: {problem}")
         return run
 
 
@@ -151,12 +151,12 @@ def new_folder(out: Path | None, network: str) -> Path:
             n += 1
             out = Path("runs") / f"{network}-{stamp}-{n}"
     if out.exists() and not out.is_dir():
-        raise Fail(f"--out `{out}` is an existing file, not a run folder; choose another --out",
-                   EXIT_USAGE)
+        raise TrainError(f"--out `{out}` is an existing file, not a run folder; choose another "
+                         "--out", EXIT_USAGE)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as err:
-        raise Fail(f"cannot make the run folder `{out}`: {err.strerror or err}") from err
+        raise TrainError(f"cannot make the run folder `{out}`: {err.strerror or err}") from err
     return out
 
 
@@ -170,7 +170,7 @@ def lock(folder: Path) -> None:
     try:
         _HELD.append(acquire(folder, note))
     except LockError as err:
-        raise Fail(str(err)) from err
+        raise TrainError(str(err)) from err
 
 
 def unlock_all() -> None:

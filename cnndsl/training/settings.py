@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from cnndsl.analysis.train_section import ConfigError, TrainConfig, apply_overrides, validate_train
-from cnndsl.common.diagnostics import has_errors, sort_key
-from cnndsl.training.errors import EXIT_USAGE, Fail
+from cnndsl.common.diagnostics import ERROR, Diagnostic, has_errors, sort_key
+from cnndsl.training.errors import EXIT_USAGE, TrainError
 from cnndsl.training.progress import note, render
 
 
@@ -20,28 +20,46 @@ def read(file: Path) -> str:
     try:
         return read_source(file)
     except SourceError as err:
-        raise Fail(str(err), EXIT_USAGE) from err
+        raise TrainError(str(err), EXIT_USAGE) from err
 
 
-def analyse_source(source: str, name: str, network: str | None, show: bool = True) -> Any:
-    """The analysis of a file and its train settings; its diagnostics are rendered (warnings
-    only when `show`: a resumed run has shown them already), errors end in Fail."""
+def analyse_source(source: str, name: str, network: str | None, show: bool = True,
+                   blocks: bool = True) -> Any:
+    """The analysis of a file and its train settings. Its warnings are rendered when
+    `show` (a resumed run has shown them already). Errors end in TrainError: after their
+    rendered blocks when `blocks` (the command), else as the first error in one line."""
     from cnndsl.analysis.pipeline import NetworkChoiceError, analyse
 
     try:
         result = analyse(source, network)
     except NetworkChoiceError as err:
-        raise Fail(str(err), EXIT_USAGE) from err
+        raise TrainError(str(err), EXIT_USAGE) from err
     config, train_diagnostics = (validate_train(result.analysis.graph.train)
                                  if result.analysis else (TrainConfig(), []))
     # Once `analyse` validates the train section itself these repeat: keep each once.
     diagnostics = sorted(dict.fromkeys(result.diagnostics + train_diagnostics), key=sort_key)
-    if show or has_errors(diagnostics):
+    failed = has_errors(diagnostics) or result.analysis is None
+    if (show or failed) and (blocks or not failed):
         render(diagnostics, name, source)
-    if has_errors(diagnostics) or result.analysis is None:
-        raise Fail(f"`{name}` has errors; see `cnndsl check {name}`")
+    if failed and blocks:
+        raise TrainError(f"`{name}` has errors; see `cnndsl check {name}`")
+    if failed:
+        raise TrainError(_first_error(diagnostics, name))
     _check_memory(result.analysis, name)
     return result.analysis, config
+
+
+def _first_error(diagnostics: list[Diagnostic], name: str) -> str:
+    """`net.cnn:3:5: unknown layer `convv` (did you mean `conv`?) (and 2 more errors)`."""
+    errors = [d for d in diagnostics if d.severity == ERROR]
+    if not errors:  # analysis gave up without saying why
+        return f"`{name}` cannot be analysed"
+    first = errors[0]
+    where = f"{name}:{first.span.line}:{first.span.column}" if first.span else name
+    hint = f" ({first.hint})" if first.hint else ""
+    more = f" (and {len(errors) - 1} more error{'s' * (len(errors) > 2)})" \
+        if len(errors) > 1 else ""
+    return f"{where}: {first.message}{hint}{more}"
 
 
 def _check_memory(analysis: Any, name: str) -> None:
@@ -51,9 +69,10 @@ def _check_memory(analysis: Any, name: str) -> None:
     params = analysis.totals.params
     need, have = training_bytes(params), available_memory()
     if have is not None and need > have:
-        raise Fail(f"`{name}` has {params:,} parameters: training needs at least "
-                   f"{need / 1024**3:,.1f} GB (weights, gradients, optimizer state) but this "
-                   f"machine has {have / 1024**3:,.1f} GB available; make the network smaller")
+        raise TrainError(f"`{name}` has {params:,} parameters: training needs at least "
+                         f"{need / 1024**3:,.1f} GB (weights, gradients, optimizer state) but "
+                         f"this machine has {have / 1024**3:,.1f} GB available; make the "
+                         "network smaller")
 
 
 def with_overrides(config: TrainConfig, overrides: Mapping[str, Any]) -> TrainConfig:
@@ -61,7 +80,7 @@ def with_overrides(config: TrainConfig, overrides: Mapping[str, Any]) -> TrainCo
         return apply_overrides(config, overrides)
     except ConfigError as err:
         hint = f" ({err.hint})" if err.hint else ""
-        raise Fail(f"{err.message}{hint}", EXIT_USAGE) from err
+        raise TrainError(f"{err.message}{hint}", EXIT_USAGE) from err
 
 
 def devices(text: str | None) -> tuple[str, ...]:
@@ -75,7 +94,7 @@ def writes(config: TrainConfig) -> bool:
     try:
         return config.strategy != "multiworker" or is_chief(tf_config())
     except StrategyError as err:
-        raise Fail(str(err), EXIT_USAGE) from err
+        raise TrainError(str(err), EXIT_USAGE) from err
 
 
 def plan(strategy: str, devices: tuple[str, ...]) -> Any:
@@ -84,17 +103,17 @@ def plan(strategy: str, devices: tuple[str, ...]) -> Any:
     try:
         return choose(strategy, devices)
     except StrategyError as err:
-        raise Fail(str(err), EXIT_USAGE) from err
+        raise TrainError(str(err), EXIT_USAGE) from err
 
 
 def check_multiworker(config: TrainConfig, mixed_precision: bool) -> None:
     """What the multiworker loop does not do yet, refused before any worker waits."""
     if config.early_stopping is not None:
-        raise Fail("early stopping is not available under `--strategy multiworker` yet; "
-                   "give `--early-stopping off`", EXIT_USAGE)
+        raise TrainError("early stopping is not available under `--strategy multiworker` yet; "
+                         "give `--early-stopping off`", EXIT_USAGE)
     if mixed_precision:
-        raise Fail("--mixed-precision is not available under `--strategy multiworker` yet",
-                   EXIT_USAGE)
+        raise TrainError("--mixed-precision is not available under `--strategy multiworker` yet",
+                         EXIT_USAGE)
 
 
 def device(mixed_precision: bool) -> str:

@@ -72,12 +72,14 @@ def _stream(cell: nbformat.NotebookNode, name: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def tour() -> nbformat.NotebookNode:
+def tour(tmp_path_factory: pytest.TempPathFactory) -> nbformat.NotebookNode:
     """The tour, executed as Jupyter runs it: a fresh kernel in the notebook's folder, this
-    checkout first on its path. A cell that raises fails here, naming the cell."""
+    checkout first on its path (its run folder in a temporary folder of the test's). A cell
+    that raises fails here, naming the cell."""
     nb = nbformat.read(TOUR, as_version=4)
     path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
-    env = {**os.environ, "PYTHONPATH": path, "NO_COLOR": "1"}
+    env = {**os.environ, "PYTHONPATH": path, "NO_COLOR": "1",
+           "TMPDIR": str(tmp_path_factory.mktemp("tour"))}
     client = NotebookClient(nb, kernel_name="python3", timeout=180,
                             resources={"metadata": {"path": str(EXAMPLES)}})
     client.execute(env=env)
@@ -114,6 +116,7 @@ def test_tour_draws_an_svg(tour):
 
 def test_tour_magic_cell_binds_the_network(tour):
     assert "<table" in _data(_cell(tour, "magic"), "text/html")
+    assert _stream(_cell(tour, "magic"), "stderr") == ""  # no warning either
     assert _stream(_cell(tour, "magic-use"), "stdout").split() == ["tiny", "(10,)"]
 
 
@@ -135,6 +138,8 @@ def test_tour_trains_and_prints_the_accuracy(tour):
     out = _stream(_cell(tour, "train"), "stdout")
     accuracy = float(re.search(r"test accuracy: ([\d.]+)", out)[1])
     assert 0 < accuracy <= 1, out
+    folder = Path(re.search(r"run folder: (.*)", out)[1].strip())
+    assert (folder / "model.keras").is_file() and (folder / "metrics.json").is_file()
 
 
 # ------------------------------------------------------------------------ the magic

@@ -153,8 +153,10 @@ class Network:
         blocks = Renderer(self.filename, self.source, colour).blocks(self.diagnostics)
         return "\n\n".join([*blocks, *([summary] if summary else [])])
 
-    def _analysed(self) -> Analysis:
-        if self.analysis is None:
+    def _analysed(self, ok: bool = False) -> Analysis:
+        """The analysis; CheckError when there is none (or, with `ok`, when it has errors:
+        no Keras model or code is made of a network with errors)."""
+        if self.analysis is None or (ok and not self.ok):
             raise CheckError(self.report(), self.diagnostics)
         return self.analysis
 
@@ -224,6 +226,7 @@ class Network:
         if self.analysis is None:
             return f"<cnndsl.Network with errors ({self.filename})>"
         a = self.analysis
+        errors = "" if self.ok else " (with errors)"
         from cnndsl.analysis.ops.base import fmt_shape
 
         def ports(ports: list[tuple[str, Any]], single: Any) -> str:
@@ -232,7 +235,7 @@ class Network:
             return "(" + ", ".join(f"{n} {fmt_shape(s)}" for n, s in ports) + ")"
 
         return (f"<cnndsl.Network {self.name}: {ports(self.inputs, a.input_shape)} -> "
-                f"{ports(self.outputs, a.output_shape)}, {self.params.total:,} params>")
+                f"{ports(self.outputs, a.output_shape)}, {self.params.total:,} params{errors}>")
 
     def _repr_html_(self) -> str:
         from cnndsl.backends import report
@@ -245,14 +248,14 @@ class Network:
         """The Python module `cnndsl build` writes (Keras is not imported)."""
         from cnndsl.backends.codegen import module_source
 
-        self._analysed()
+        self._analysed(ok=True)
         return module_source(self._result, self.filename)
 
     def keras_model(self) -> Any:
         """A new keras.Model, uncompiled, built in-process (this imports Keras)."""
         from cnndsl.backends.runtime import build_model
 
-        return build_model(self._analysed())
+        return build_model(self._analysed(ok=True))
 
     def draw(self, depth: int | None = None, rankdir: str = "TB") -> graphviz.Digraph:
         """The diagram `cnndsl draw` makes, as a graphviz.Digraph (a notebook shows it as
@@ -280,6 +283,7 @@ class Network:
         the run folder. Returns the Run: folder, history, metrics, model. Imports Keras."""
         from cnndsl.training.session import train
 
+        self._analysed(ok=True)
         if epochs is not None:
             overrides["epochs"] = epochs
         return train(self.source, self.filename, network=self.name,

@@ -282,6 +282,7 @@ def test_import_and_checking_never_import_tensorflow(tmp_path):
 # ----------------------------------------------------------------------------- training
 
 
+@pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")  # Keras's
 def test_train_returns_the_run(tmp_path):
     session = pytest.importorskip("cnndsl.training.session", reason="needs session.train")
     if not hasattr(session, "train"):

@@ -20,7 +20,6 @@ from cnndsl.training.runstate import inside
 STEPS_PER_EXECUTION = 32  # steps per call into TensorFlow: no Python between those steps
 
 
-
 @dataclass
 class Fitted:
     history: list[dict[str, Any]]  # a row an epoch, those of earlier sessions first

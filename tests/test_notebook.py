@@ -20,6 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from IPython.core.error import UsageError
 from IPython.core.interactiveshell import ExecutionResult, InteractiveShell
+from jupyter_client import KernelManager
 from nbclient import NotebookClient
 
 TOUR = EXAMPLES / "tour.ipynb"
@@ -80,7 +81,11 @@ def tour(tmp_path_factory: pytest.TempPathFactory) -> nbformat.NotebookNode:
     path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
     env = {**os.environ, "PYTHONPATH": path, "NO_COLOR": "1",
            "TMPDIR": str(tmp_path_factory.mktemp("tour"))}
-    client = NotebookClient(nb, kernel_name="python3", timeout=180,
+    # ipykernel's own kernel, run by this interpreter whatever kernelspecs are installed
+    km = KernelManager(kernel_name="python3")
+    km.kernel_spec.argv = [sys.executable, "-m", "ipykernel_launcher", "-f",
+                           "{connection_file}"]
+    client = NotebookClient(nb, km=km, timeout=180,
                             resources={"metadata": {"path": str(EXAMPLES)}})
     client.execute(env=env)
     return nb

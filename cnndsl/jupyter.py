@@ -20,6 +20,7 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 
+from cnndsl.common.limits import MAX_SOURCE_BYTES
 from cnndsl.common.safetext import shown
 
 CELL = "<cell>"  # what diagnostics call the cell
@@ -47,6 +48,9 @@ class CnnMagics(Magics):
                 raise UsageError(f"`{args.name}` is not a Python variable name")
         except (UsageError, ValueError) as err:  # ValueError: unbalanced quotes
             return _error(f"{err} (see `%%cnn?`)")
+        if len(cell.encode(errors="replace")) > MAX_SOURCE_BYTES:  # as for a file
+            return _error(f"the cell is larger than {MAX_SOURCE_BYTES // 1024**2} MB, the "
+                          "limit for a .cnn file")
         try:
             net = check(cell, args.network, CELL)
         except NetworkChoiceError as err:

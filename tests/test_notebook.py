@@ -23,6 +23,8 @@ from IPython.core.interactiveshell import ExecutionResult, InteractiveShell
 from jupyter_client import KernelManager
 from nbclient import NotebookClient
 
+from cnndsl.common.limits import MAX_SOURCE_BYTES
+
 TOUR = EXAMPLES / "tour.ipynb"
 MNIST = (EXAMPLES / "mnist.cnn").read_text()
 TWO = """
@@ -234,6 +236,13 @@ def test_magic_with_several_networks_and_no_choice_says_which(shell):
     assert "--network" in err
     _, err = _run(shell, "x --network nope", TWO)
     assert err.startswith("error: the cell has no network named `nope`") and "small" in err
+
+
+def test_magic_refuses_a_cell_larger_than_a_file_may_be(shell):
+    cell = MNIST + "#" * MAX_SOURCE_BYTES
+    result, err = _run(shell, "huge", cell)
+    assert result is None and "huge" not in shell.user_ns
+    assert err == "error: the cell is larger than 1 MB, the limit for a .cnn file\n"
 
 
 @pytest.mark.parametrize("line", [

@@ -280,7 +280,8 @@ class Network:
               **overrides: Any) -> Any:
         """Train with the file's `train { }` settings, `epochs` and any other setting
         (batch=, lr=, optimizer=, ...) overriding them; `data` an .npz or IDX folder, `out`
-        the run folder. Returns the Run: folder, history, metrics, model. Imports Keras."""
+        the run folder, `verbose` Keras's (0: silent). Returns the Run: folder, history,
+        metrics, model. Raises the training's TrainError. Imports Keras."""
         from cnndsl.training.session import train
 
         self._analysed(ok=True)

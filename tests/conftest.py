@@ -47,6 +47,21 @@ def example_params() -> list:
             for case in example_networks()]
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test of one example network runs next to the others of that network, after all
+    the other tests: tests/keras_models.py keeps one network's Keras models at a time, so each
+    is built once per session while memory stays bounded by the largest network."""
+    examples = {network_id(case): n for n, case in enumerate(example_networks())}
+
+    def key(item: tuple[int, pytest.Item]) -> tuple[int, int, int]:
+        index, test = item
+        callspec = getattr(test, "callspec", None)
+        network = examples.get(callspec.id) if callspec is not None else None
+        return (0, 0, index) if network is None else (1, network, index)
+
+    items[:] = [test for _, test in sorted(enumerate(items), key=key)]
+
+
 def run_cnndsl(*args: str, cwd: Path | None = None, env: dict | None = None
                ) -> subprocess.CompletedProcess:
     """`python -m cnndsl ARGS` in a fresh process, as a user runs it."""

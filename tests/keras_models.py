@@ -1,12 +1,20 @@
-"""Keras models of .cnn sources, built once per test session and shared by the fidelity
-tests: the model `build`'s module makes, and the model `train` makes in-process."""
+"""Keras models of .cnn sources, built once per test session and shared by the tests that
+compare them with `check` (test_build, test_runtime, the fidelity tests): the model
+`build`'s module makes, and the model `train` makes in-process.
+
+The examples hold billions of parameters together, so only one network's models are kept:
+conftest.py runs every test of one example network one after another, so each model is
+still built once, and memory stays bounded by the largest network."""
 
 from __future__ import annotations
 
+import functools
+import gc
 import importlib.util
 import os
 import tempfile
 import zlib
+from collections.abc import Callable
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -31,13 +39,31 @@ def analysed(source: str, network: str | None = None) -> Analysis:
     return result.analysis
 
 
-@cache
+def one_network_at_a_time(build: Callable[..., Any]) -> Callable[..., Any]:
+    """`build`, remembering only its latest result: a new network's model frees the last."""
+    latest: dict[tuple, Any] = {}
+
+    @functools.wraps(build)
+    def cached(*key: Any) -> Any:
+        if key not in latest:
+            latest.clear()
+            gc.collect()
+            import keras
+
+            keras.backend.clear_session()  # fresh layer-name counters, as a new process has
+            latest[key] = build(*key)
+        return latest[key]
+
+    return cached
+
+
+@one_network_at_a_time
 def runtime_model(source: str, network: str | None = None) -> Any:
     """The in-process model `cnndsl train` fits."""
     return build_model(analysed(source, network))
 
 
-@cache
+@one_network_at_a_time
 def module_model(source: str, network: str | None = None) -> Any:
     """The model of the module `cnndsl build` writes, imported from a temporary folder."""
     code, diagnostics = generate(source, "net.cnn", network=network)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from conftest import EXAMPLES, ROOT, example_networks, example_params
+from keras_models import module_model
 
 from cnndsl.analysis.pipeline import analyse
 from cnndsl.backends import report
@@ -101,15 +102,12 @@ def assert_matches_check(keras, model, source: str, network: str | None = None) 
 
 
 @pytest.mark.parametrize("case", example_params())
-def test_example_model_matches_check(case, tmp_path, keras):
+def test_example_model_matches_check(case, keras):
     example, network = case
     source = example.read_text()
-    module = load_module(build(tmp_path, source, example.name, network=network))
-    keras.backend.clear_session()
-    model = module.build_model()
+    model = module_model(source, network)  # built once per session, shared with the others
     assert isinstance(model, keras.Model)
     assert_matches_check(keras, model, source, network)
-    keras.backend.clear_session()
 
 
 RUFF_FORMAT = ["format", "--isolated", "--check"]

@@ -10,6 +10,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import keras
 import pytest
 from conftest import EXAMPLES, example_params
+from keras_models import runtime_model
 
 from cnndsl.analysis.pipeline import analyse
 from cnndsl.backends.runtime import build_model, node_layers
@@ -21,9 +22,10 @@ def analysed(source: str, network: str | None = None):
     return result.analysis
 
 
-def assert_matches(analysis) -> None:
-    """Per node: the last Keras layer's output shape, and the params of all its layers."""
-    model = build_model(analysis)
+def assert_matches(analysis, model=None) -> None:
+    """Per node: the last Keras layer's output shape, and the params of all its layers
+    (of `model`, or of a model built here)."""
+    model = build_model(analysis) if model is None else model
     layers = node_layers(analysis, model)
     for layer in analysis.layers:
         if layer.node.shares is not None:
@@ -43,7 +45,8 @@ def assert_matches(analysis) -> None:
 @pytest.mark.parametrize("case", example_params())
 def test_every_example_builds_exactly_as_checked(case):
     path, network = case
-    assert_matches(analysed(path.read_text(), network))
+    source = path.read_text()
+    assert_matches(analysed(source, network), runtime_model(source, network))
 
 
 def test_explicit_padding_merges_and_blocks():

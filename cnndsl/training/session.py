@@ -31,6 +31,7 @@ from cnndsl.training.fit import (
     make_optimizer,
     restore_best,
 )
+from cnndsl.training.keras_backend import device
 from cnndsl.training.progress import Reporter, note, summary
 from cnndsl.training.run_folder import (
     RUN,
@@ -53,7 +54,6 @@ from cnndsl.training.runstate import RunFolderError, inside, read_state
 from cnndsl.training.settings import (
     analyse_source,
     check_multiworker,
-    device,
     devices,
     plan,
     with_overrides,
@@ -238,7 +238,7 @@ def _execute(run: RunSpec, analysis: Any, prepared: Any, data: Any,
             model = load_keras(inside(run.folder, state["checkpoint"], "checkpoint"), keras)
         else:
             model = compiled(analysis, config, prepared, run.mixed_precision, keras,
-                             chosen.global_batch(config.batch), chosen.name == "one")
+                             chosen.global_batch(config.batch), chosen.name)
     if epochs_done(run):  # killed after its last epoch: finish it as that epoch left it
         restore_best(model, run)
         fitted = Fitted(list(state.get("history", [])), list(state.get("seconds", [])))

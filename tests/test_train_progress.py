@@ -60,7 +60,7 @@ def test_off_a_terminal_a_line_comes_every_interval_during_an_epoch(tmp_path):
 def test_the_interval_is_ten_seconds_unless_set(monkeypatch):
     monkeypatch.delenv("CNNDSL_PROGRESS_SECONDS", raising=False)
     assert line_seconds() == 10
-    for wrong in ("soon", "0", "-1"):
+    for wrong in ("soon", "0", "-1", "nan", "inf"):
         monkeypatch.setenv("CNNDSL_PROGRESS_SECONDS", wrong)
         assert line_seconds() == 10
     monkeypatch.setenv("CNNDSL_PROGRESS_SECONDS", "2.5")

@@ -81,7 +81,7 @@ def line_seconds() -> float:
         seconds = float(os.environ.get("CNNDSL_PROGRESS_SECONDS", LINE_SECONDS))
     except ValueError:
         return LINE_SECONDS
-    return seconds if seconds > 0 else LINE_SECONDS
+    return seconds if 0 < seconds <= 3600 else LINE_SECONDS
 
 
 class Reporter:
@@ -89,9 +89,8 @@ class Reporter:
     `headers`: the lines around the epochs (device, data, summary) — the command always
     prints them; `session.train` leaves them out at verbose 0."""
 
-    def __init__(self, verbose: int | None, *, headers: bool = True,
-                 stream: TextIO | None = None) -> None:
-        self.stream = stream or sys.stdout
+    def __init__(self, verbose: int | None, *, headers: bool = True) -> None:
+        self.stream = sys.stdout
         self.headers = headers
         if verbose == 0:
             self.mode = SILENT

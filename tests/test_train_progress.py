@@ -60,7 +60,7 @@ def test_off_a_terminal_a_line_comes_every_interval_during_an_epoch(tmp_path):
 def test_the_interval_is_ten_seconds_unless_set(monkeypatch):
     monkeypatch.delenv("CNNDSL_PROGRESS_SECONDS", raising=False)
     assert line_seconds() == 10
-    for wrong in ("soon", "0", "-1"):
+    for wrong in ("soon", "0", "-1", "nan", "inf"):
         monkeypatch.setenv("CNNDSL_PROGRESS_SECONDS", wrong)
         assert line_seconds() == 10
     monkeypatch.setenv("CNNDSL_PROGRESS_SECONDS", "2.5")
@@ -124,3 +124,17 @@ def test_verbose_2_is_a_line_an_epoch_and_0_none(tmp_path, capsys, monkeypatch):
     out = capsys.readouterr().out
     assert "device: CPU" in out and "test accuracy" in out  # the command's own lines stay
     assert not re.search(r"^epoch \d", out, re.MULTILINE), out
+
+
+def test_output_closed_mid_run_the_run_goes_on_unseen(tmp_path):
+    """`cnndsl train ... | head -4`: the reader goes away; the run still ends whole."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cnndsl", "train", *MNIST, "--epochs", "2",
+         "--out", str(tmp_path / "run")], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        cwd=ROOT, env={**ENV, "CNNDSL_PROGRESS_SECONDS": "0.1"})
+    first = [proc.stdout.readline() for _ in range(4)]
+    assert first[-1].startswith(b"epoch 1/2: ")
+    proc.stdout.close()
+    assert proc.wait(timeout=120) == 0
+    assert b"Traceback" not in proc.stderr.read()
+    assert (tmp_path / "run" / "model.keras").is_file()

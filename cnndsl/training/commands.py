@@ -19,7 +19,8 @@ from cnndsl.training.errors import (
     TrainError,
     TrainInterrupted,
 )
-from cnndsl.training.fit import compile_args, evaluate_model, from_tf_checkpoint, setup
+from cnndsl.training.fit import compile_args, evaluate_model, setup
+from cnndsl.training.keras_backend import model_from_checkpoint
 from cnndsl.training.progress import Reporter, error, note
 from cnndsl.training.run_folder import MODEL, RUN, RunSpec, load_keras, unlock_all
 from cnndsl.training.runstate import RunFolderError, inside
@@ -112,7 +113,7 @@ def evaluate_command(folder: Path, *, data: Path | None = None,
         prepared, loaded = load_data(run, analysis)
         keras = setup(run.config.seed)
         model = (load_keras(path, keras) if path.suffix == ".keras"
-                 else from_tf_checkpoint(analysis, path))
+                 else model_from_checkpoint(analysis, path))
         # The data given now may label classes differently (one-hot or not): compile anew.
         model.compile(**compile_args(analysis, run.config, prepared, keras))
         scores = evaluate_model(model, prepared, run.config.batch)

@@ -13,11 +13,11 @@ from typing import Any
 from cnndsl.analysis.train_section import METRIC_CLASSES, OPTIMIZER_CLASSES, TrainConfig
 from cnndsl.training.datasets import examples
 from cnndsl.training.errors import EXIT_USAGE, TrainError
+from cnndsl.training.keras_backend import steps_per_execution
 from cnndsl.training.progress import Epochs, keras_callback
 from cnndsl.training.run_folder import RunSpec, commit, commit_state
 from cnndsl.training.runstate import inside
 
-STEPS_PER_EXECUTION = 32  # steps per call into TensorFlow: no Python between those steps
 
 
 @dataclass
@@ -54,17 +54,14 @@ def compile_args(analysis: Any, config: TrainConfig, prepared: Any, keras: Any
 
 
 def compiled(analysis: Any, config: TrainConfig, prepared: Any, mixed: bool,
-             keras: Any, batch: int, several_steps: bool = True) -> Any:
-    """`several_steps`: steps_per_execution > 1, which MirroredStrategy cannot run (Keras
-    3.15 feeds its loop a placeholder it never fills)."""
+             keras: Any, batch: int, strategy: str) -> Any:
     from cnndsl.backends.runtime import build_model
 
     model = build_model(analysis, "float32" if mixed else None)
     optimizer = make_optimizer(config, keras)
     steps = -(-round(examples(prepared.x_train) * (1 - config.validation_split)) // batch)
     model.compile(optimizer=optimizer, **compile_args(analysis, config, prepared, keras),
-                  steps_per_execution=max(1, min(STEPS_PER_EXECUTION, steps))
-                  if several_steps else 1)
+                  steps_per_execution=steps_per_execution(steps, strategy))
     return model
 
 
@@ -205,14 +202,3 @@ def evaluate_model(model: Any, prepared: Any, batch: int) -> dict[str, float]:
             if key in renamed:
                 renamed["accuracy"] = renamed[key]
     return renamed
-
-
-def from_tf_checkpoint(analysis: Any, path: Path) -> Any:
-    """The model of a multiworker checkpoint (tf.train format: weights, no architecture)."""
-    import tensorflow as tf
-
-    from cnndsl.backends.runtime import build_model
-
-    model = build_model(analysis)
-    tf.train.Checkpoint(model=model).restore(str(path)).expect_partial()
-    return model

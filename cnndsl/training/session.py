@@ -12,6 +12,7 @@ KeyboardInterrupt whose message names the folder and `cnndsl train --resume FOLD
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,7 @@ from cnndsl.training.fit import (
     make_optimizer,
     restore_best,
 )
+from cnndsl.training.keras_backend import device
 from cnndsl.training.progress import Reporter, note, summary
 from cnndsl.training.run_folder import (
     RUN,
@@ -53,7 +55,6 @@ from cnndsl.training.runstate import RunFolderError, inside, read_state
 from cnndsl.training.settings import (
     analyse_source,
     check_multiworker,
-    device,
     devices,
     plan,
     with_overrides,
@@ -89,7 +90,7 @@ def train(source: str, name: str, *, network: str | None = None, data: Path | No
     the train section's dataset. `overrides` are the command line's settings (epochs,
     batch, lr, ...); `verbose` is Keras's: 0 silent, 1 a progress bar (None: 1), 2 a line
     an epoch. Raises TrainError, or TrainInterrupted on Ctrl-C."""
-    _check_arguments(source, overrides, verbose)
+    _check_arguments(source, network, data, out, overrides, verbose)
     name = str(name)  # a Path is welcome too
     report = Reporter(verbose, headers=verbose != 0)
     try:
@@ -111,13 +112,20 @@ def train(source: str, name: str, *, network: str | None = None, data: Path | No
     return run
 
 
-def _check_arguments(source: object, overrides: object, verbose: object) -> None:
+def _check_arguments(source: object, network: object, data: object, out: object,
+                     overrides: object, verbose: object) -> None:
     """What the command line's parser would have refused, refused in one line."""
     from cnndsl.common.limits import MAX_SOURCE_BYTES
 
     if not isinstance(source, str):
         raise TrainError(f"source is the text of a .cnn file (a str), not "
                          f"{type(source).__name__}", EXIT_USAGE)
+    if not (network is None or isinstance(network, str)):
+        raise TrainError(f"network is a name (a str), not {type(network).__name__}",
+                         EXIT_USAGE)
+    for what, path in (("data", data), ("out", out)):
+        if not (path is None or isinstance(path, str | os.PathLike)):
+            raise TrainError(f"{what} is a path, not {type(path).__name__}", EXIT_USAGE)
     if len(source.encode(errors="replace")) > MAX_SOURCE_BYTES:
         raise TrainError(f"the source is larger than {MAX_SOURCE_BYTES // 1024**2} MB, the "
                          "limit for a .cnn file", EXIT_USAGE)
@@ -238,7 +246,7 @@ def _execute(run: RunSpec, analysis: Any, prepared: Any, data: Any,
             model = load_keras(inside(run.folder, state["checkpoint"], "checkpoint"), keras)
         else:
             model = compiled(analysis, config, prepared, run.mixed_precision, keras,
-                             chosen.global_batch(config.batch), chosen.name == "one")
+                             chosen.global_batch(config.batch), chosen.name)
     if epochs_done(run):  # killed after its last epoch: finish it as that epoch left it
         restore_best(model, run)
         fitted = Fitted(list(state.get("history", [])), list(state.get("seconds", [])))

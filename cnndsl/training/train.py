@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import csv
+import functools
 import io
 import json
 import math
@@ -485,9 +486,6 @@ def _interrupted(run: Run, fitted: Fitted) -> int:
 
 def _check_multiworker(run: Run) -> None:
     """What the multiworker loop does not do yet, refused before any worker waits."""
-    if run.config.early_stopping is not None:
-        raise Fail("early stopping is not available under `--strategy multiworker` yet; "
-                   "give `--early-stopping off`", EXIT_USAGE)
     if run.mixed_precision:
         raise Fail("--mixed-precision is not available under `--strategy multiworker` yet",
                    EXIT_USAGE)
@@ -527,13 +525,17 @@ def _train_multiworker(run: Run, analysis: Any, prepared: Any, data: Any, plan: 
         run.state = read_state(run.folder)
         if run.state.get("epoch"):
             checkpoints.restore(inside(run.folder, run.state["checkpoint"], "checkpoint"))
-        fitted = _loop_epochs(run, loop, checkpoints, prepared)
+        stopper = distribute.EarlyStop(config.early_stopping, run.state.get("early_stopping"),
+                                       bool(run.state.get("stopped_early")), run.folder)
+        fitted = _loop_epochs(run, loop, checkpoints, prepared, stopper)
         if fitted.interrupted:
             return _interrupted(run, fitted)
+        stopper.restore_best(model)
         scores = loop.evaluate(prepared.x_test, prepared.y_test)
         if not run.writes:
-            print(f"worker done: test accuracy {scores['accuracy']:.2%}; the chief writes "
-                  f"`{run.folder}`")
+            where = distribute.where_the_chief_writes(distribute.tf_config(), run.folder,
+                                                      fitted.history)
+            print(f"worker done: test accuracy {scores['accuracy']:.2%}; {shown(where)}")
             return EXIT_OK
         metrics = _finish(model, run, prepared, data, fitted, device, plan, lambda: scores)
         print(summary(metrics, run.folder))
@@ -565,11 +567,14 @@ def _scratch(folder: Path) -> Path:
     return path
 
 
-def _loop_epochs(run: Run, loop: Any, checkpoints: Any, prepared: Any) -> Fitted:
+def _loop_epochs(run: Run, loop: Any, checkpoints: Any, prepared: Any,
+                 stopper: Any) -> Fitted:
     """The epochs still to run, each committed (checkpoint, then state.json) by the chief."""
     config = run.config
     history = list(run.state.get("history", []))[:run.state.get("epoch", 0)]
     seconds = list(run.state.get("seconds", []))[:len(history)]
+    if stopper.stopped:  # early stopping ended the run before its final files
+        return Fitted(history, seconds)
     n_val = int(len(prepared.x_train) * config.validation_split)  # the last rows, as Keras
     n_fit = len(prepared.x_train) - n_val
     try:
@@ -585,8 +590,13 @@ def _loop_epochs(run: Run, loop: Any, checkpoints: Any, prepared: Any) -> Fitted
             path = Path(checkpoints.save(epoch + 1))
             print(f"epoch {epoch + 1}/{config.epochs}: "
                   + ", ".join(f"{k} {v:.4f}" for k, v in row.items()), flush=True)
+            stop = stopper.update(epoch, row, loop.model)
             if run.writes:
-                _commit_state(run.folder, history, seconds, f"checkpoints/{path.name}")
+                stopper.commit(run.folder, epoch, loop.model, functools.partial(
+                    _commit_state, run.folder, history, seconds, f"checkpoints/{path.name}",
+                    stopped_early=stop))
+            if stop:
+                break
     except KeyboardInterrupt:
         return Fitted(history, seconds, interrupted=True)
     return Fitted(history, seconds)

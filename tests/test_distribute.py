@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -24,7 +25,7 @@ from conftest import ROOT, run_cnndsl
 from cnndsl.analysis.graph import TrainEntry
 from cnndsl.analysis.train_section import TrainConfig, apply_overrides, validate_train
 from cnndsl.analysis.values import Word
-from cnndsl.training.distribute import is_chief
+from cnndsl.training.distribute import chief_task, is_chief, where_the_chief_writes
 
 TINY = """network tiny {
   input 8x8x1
@@ -91,6 +92,29 @@ def test_the_chief_is_the_chief_task_or_worker_0():
     with_chief = {**cluster, "chief": ["127.0.0.1:3"]}
     assert is_chief({"cluster": with_chief, "task": {"type": "chief", "index": 0}})
     assert not is_chief({"cluster": with_chief, "task": {"type": "worker", "index": 0}})
+    assert chief_task({"cluster": cluster}) == "worker 0 at 127.0.0.1:1"
+    assert chief_task({"cluster": with_chief}) == "chief 0 at 127.0.0.1:3"
+
+
+def test_a_worker_without_the_chiefs_folder_says_so(tmp_path):
+    """A worker's --out is the chief's run folder only when it holds the epochs this worker
+    trained (the shared case is in the two-process tests)."""
+    config = {"cluster": {"worker": ["10.0.0.1:5000", "10.0.0.2:5000"]},
+              "task": {"type": "worker", "index": 1}}
+    trained = [{"epoch": 1, "loss": 0.5}]
+    elsewhere = ("the chief (worker 0 at 10.0.0.1:5000) writes the run folder at its own "
+                 "--out; `{}` here is not that folder")
+    missing = tmp_path / "run"
+    assert where_the_chief_writes(config, missing, trained).startswith(
+        elsewhere.format(missing))
+    missing.mkdir()  # a folder of another run, or of an older copy of this one
+    (missing / "state.json").write_text(json.dumps(
+        {"epoch": 1, "checkpoint": "checkpoints/ckpt-1", "history": [{"epoch": 1, "loss": 0.7}]}))
+    assert where_the_chief_writes(config, missing, trained).startswith(
+        elsewhere.format(missing))
+    assert where_the_chief_writes(config, missing, [{"epoch": 1, "loss": 0.7}]) == (
+        f"the chief (worker 0 at 10.0.0.1:5000) writes the run folder, `{missing.resolve()}` "
+        "here")
 
 
 def test_usage_errors_before_training(tiny, tmp_path):
@@ -106,9 +130,9 @@ def test_usage_errors_before_training(tiny, tmp_path):
     one_worker = json.dumps({"cluster": {"worker": [f"127.0.0.1:{free_ports(1)[0]}"]},
                              "task": {"type": "worker", "index": 0}})
     result = run_cnndsl("train", str(tiny), "--data", str(data), "--strategy", "multiworker",
-                        "--out", str(tmp_path / "r3"), "--early-stopping", "on",
+                        "--out", str(tmp_path / "r3"), "--mixed-precision",
                         env={"TF_CONFIG": one_worker})
-    assert result.returncode == 2 and "early stopping is not available" in result.stderr
+    assert result.returncode == 2 and "--mixed-precision is not available" in result.stderr
 
 
 # ----------------------------------------------------------------------------- mirrored
@@ -156,13 +180,13 @@ def free_ports(n: int) -> list[int]:
 class Cluster:
     """Two workers on 127.0.0.1, each in its own working and temporary folder."""
 
-    def __init__(self, tmp_path: Path, net: Path, data: Path, epochs: int) -> None:
+    def __init__(self, tmp_path: Path, net: Path, data: Path, epochs: int, *extra: str) -> None:
         self.tmp_path = tmp_path
         self.run = tmp_path / "run"
         self.addresses = [f"127.0.0.1:{p}" for p in free_ports(2)]
         self.args = ["-m", "cnndsl", "train", str(net), "--data", str(data), "--out",
                      str(self.run), "--strategy", "multiworker", "--epochs", str(epochs),
-                     "--batch", "16"]
+                     "--batch", "16", *extra]
         self.procs: dict[int, subprocess.Popen] = {}
         self.logs: dict[int, list[Path]] = {0: [], 1: []}
 
@@ -224,13 +248,13 @@ def history(run: Path) -> list[int]:
     return [row["epoch"] for row in json.loads((run / "state.json").read_text())["history"]]
 
 
-def assert_only_the_chief_wrote(cluster: Cluster) -> None:
+def assert_only_the_chief_wrote(cluster: Cluster, *extra: str) -> None:
     for index in (0, 1):  # nothing in either working folder; the scratch folder removed
         assert not list(cluster.folder(index, "cwd").iterdir())
         assert not list(cluster.folder(index, "tmp").glob("cnndsl-worker-*"))
     names = {p.name for p in cluster.run.iterdir()}
     assert names == {"run.json", "state.json", "history.csv", "checkpoints", "model.keras",
-                     "metrics.json", "curves.png", "filters.png", "run.lock"}
+                     "metrics.json", "curves.png", "filters.png", "run.lock", *extra}
     checkpoints = {p.name for p in (cluster.run / "checkpoints").iterdir()}
     assert checkpoints <= {"checkpoint", *(f"ckpt-{n}.{ext}" for n in range(1, 99)
                                            for ext in ("index", "data-00000-of-00001"))}
@@ -242,9 +266,11 @@ def test_multiworker_two_processes(tiny, tmp_path):
     cluster.start(0)
     cluster.start(1)
     cluster.wait()
-    assert "test accuracy" in cluster.log(0) and "32 global = 16 per replica x 2" in cluster.log(0)
-    assert "worker done" in cluster.log(1) and "the chief writes" in cluster.log(1)
     m = metrics(cluster.run)
+    assert "test accuracy" in cluster.log(0) and "32 global = 16 per replica x 2" in cluster.log(0)
+    assert (f"worker done: test accuracy {m['test_accuracy']:.2%}; the chief (worker 0 at "
+            f"{cluster.addresses[0]}) writes the run folder, `{cluster.run}` here"
+            in cluster.log(1))
     assert (m["strategy"], m["replicas"], m["workers"], m["global_batch"]) == (
         "multiworker", 2, 2, 32)
     assert m["epochs"] == 2 and m["test_accuracy"] > 0.8
@@ -252,6 +278,73 @@ def test_multiworker_two_processes(tiny, tmp_path):
     assert_only_the_chief_wrote(cluster)
     result = run_cnndsl("evaluate", str(cluster.run))
     assert result.returncode == 0 and "test accuracy" in result.stdout, result.stderr
+
+
+def epoch_lines(log: str) -> list[tuple[str, str]]:
+    """The line that ends each epoch (not the timed progress lines), without its duration:
+    each worker times its own epochs, but their numbers are the same all-reduced ones."""
+    return re.findall(r"^(epoch \d+/\d+): \S+, (loss .*)$", log, re.M)
+
+
+def saved_model_loss(run: Path, *args: str) -> float:
+    result = run_cnndsl("evaluate", str(run), *args)
+    assert result.returncode == 0, result.stderr
+    return float(re.search(r"test loss (\d+\.\d+)", result.stdout).group(1))
+
+
+def test_multiworker_early_stopping(tiny, tmp_path):
+    """min_delta 10 makes no epoch after the first an improvement: with patience 1 both
+    workers stop after epoch 2 of 3 and restore epoch 1's weights; resuming behaves as
+    after a single-worker stop."""
+    data = write_data(tmp_path / "d.npz", 300)
+    cluster = Cluster(tmp_path, tiny, data, 3, "--early-stopping",
+                      "monitor=val_loss,patience=1,min_delta=10,restore_best=true")
+    cluster.start(0)
+    cluster.start(1)
+    cluster.wait()
+    logs = [cluster.log(0), cluster.log(1)]
+    for log in logs:  # the same decision, from the same all-reduced numbers
+        assert ("early stopping: val_loss has not improved by 10 for 1 epoch; stopping after "
+                "epoch 2") in log
+        assert "early stopping: restored the weights of epoch 1, the best val_loss" in log
+    assert len(epoch_lines(logs[0])) == 2 and epoch_lines(logs[0]) == epoch_lines(logs[1])
+    state = json.loads((cluster.run / "state.json").read_text())
+    first, second = state["history"]
+    assert state["done"] and state["stopped_early"] and history(cluster.run) == [1, 2]
+    assert state["early_stopping"] == {"wait": 1, "best_epoch": 0, "best": first["val_loss"],
+                                       "best_weights": "best-1.weights.h5"}
+    m = metrics(cluster.run)
+    assert m["epochs"] == 2
+    assert_only_the_chief_wrote(cluster, "best-1.weights.h5")
+    # The saved model holds epoch 1's weights: its loss on the validation rows (the last
+    # 20% of the training rows) is epoch 1's val_loss, not epoch 2's.
+    arrays = dict(np.load(data))
+    validation = tmp_path / "validation.npz"
+    np.savez(validation, **{**arrays, "x_test": arrays["x_train"][240:],
+                            "y_test": arrays["y_train"][240:]})
+    val_loss = saved_model_loss(cluster.run, "--data", str(validation))
+    assert abs(val_loss - first["val_loss"]) < 2e-4 and abs(val_loss - second["val_loss"]) > 0.01
+    # Both workers restored them: the test loss they reduced together is the saved model's.
+    assert abs(saved_model_loss(cluster.run) - m["test_loss"]) < 2e-4
+
+    result = run_cnndsl("train", "--resume", str(cluster.run), "--epochs", "5")
+    assert result.returncode == 0, result.stderr
+    assert "complete after 2 epochs; nothing to resume (early stopping ended it)" in result.stdout
+
+    # Killed after committing the stop, before the final files: the same command on both
+    # workers writes them, each worker restoring the best weights from the chief's file.
+    (cluster.run / "model.keras").unlink()
+    (cluster.run / "metrics.json").unlink()
+    (cluster.run / "state.json").write_text(json.dumps({**state, "done": False}))
+    cluster.start(0)
+    cluster.start(1)
+    cluster.wait()
+    for index in (0, 1):
+        log = cluster.logs[index][-1].read_text()
+        assert "finished its 2 epochs but not its final files" in log and not epoch_lines(log)
+        assert "early stopping: restored the weights of epoch 1" in log
+    again = metrics(cluster.run)
+    assert again["epochs"] == 2 and abs(again["test_loss"] - m["test_loss"]) < 1e-6
 
 
 @pytest.mark.parametrize("killed", [1, 0], ids=["worker", "chief"])

@@ -23,6 +23,9 @@ from typing import Any
 
 import numpy as np
 
+from cnndsl.common.files import replacing
+from cnndsl.training.runstate import RunFolderError, inside, read_state
+
 SINGLE_LOSSES = ("binary_crossentropy",)  # accuracy thresholds one output at 0.5
 
 
@@ -55,6 +58,30 @@ def is_chief(config: dict[str, Any]) -> bool:
     if "chief" in (config.get("cluster") or {}):
         return kind == "chief"
     return kind == "worker" and index == 0
+
+
+def chief_task(config: dict[str, Any]) -> str:
+    """The chief as TF_CONFIG names it: `worker 0 at 10.0.0.1:12345`."""
+    cluster = config.get("cluster") or {}
+    kind = "chief" if "chief" in cluster else "worker"
+    return f"{kind} 0 at {(cluster.get(kind) or ['an unknown address'])[0]}"
+
+
+def where_the_chief_writes(config: dict[str, Any], folder: Path,
+                           history: Sequence[dict[str, float]]) -> str:
+    """What a worker that is not the chief says of the run folder. Only the chief knows its
+    own path; this worker's `--out` is that folder when it is on the shared filesystem, which
+    shows in the state.json there: the chief committed the very epochs this worker trained
+    (their losses are all-reduced, the same on every worker)."""
+    try:
+        committed = [row.get("loss") for row in read_state(folder).get("history", [])]
+    except RunFolderError:
+        committed = []
+    chief = f"the chief ({chief_task(config)}) writes the run folder"
+    if history and committed == [row["loss"] for row in history]:
+        return f"{chief}, `{folder.resolve()}` here"
+    return (f"{chief} at its own --out; `{folder}` here is not that folder (give every worker "
+            "the same --out on a shared filesystem, or a restarted worker cannot rejoin)")
 
 
 @dataclass
@@ -228,6 +255,93 @@ class Loop:
 
     def evaluate(self, x: np.ndarray, y: np.ndarray) -> dict[str, float]:
         return self._run(self._eval, self._batches(x, y, None))
+
+
+class EarlyStop:
+    """Keras's EarlyStopping rule for the loop above, its state kept in state.json as the
+    single-worker run keeps it, so `--resume` continues either alike. `config` None: off.
+
+    Every worker runs one and they agree without a word: the metrics it watches are sums
+    all-reduced over every replica, the same bits on every worker (as are the gradients that
+    keep the replicas equal), so all of them stop after the same epoch with the same best.
+
+    What it has to say goes to `say` (the run's Reporter.say, which prints everything
+    training prints)."""
+
+    def __init__(self, config: Any, saved: dict[str, Any] | None, stopped: bool,
+                 folder: Path, say: Callable[[str], None] = print) -> None:
+        self.config, self.stopped = config, stopped  # stopped: in an earlier process
+        self.say = say
+        self.reason = ""  # why it stopped, once it has: said after the epoch's own line
+        self.restore = config is not None and config.restore_best
+        saved = saved or {}
+        self.wait: int = saved.get("wait", 0)
+        self.best: float | None = saved.get("best")
+        self.best_epoch: int = saved.get("best_epoch", 0)  # from 0, as Keras counts
+        name = saved.get("best_weights") if self.restore else None
+        # The best epoch's weights: arrays once this process trained it, else the file an
+        # earlier process saved (read at the end, if no better epoch came).
+        self.best_weights: list[np.ndarray] | Path | None = (
+            inside(folder, name, "best-weights file") if name else None)
+
+    def update(self, epoch: int, row: dict[str, float], model: Any) -> bool:
+        """After epoch `epoch` (from 0): whether training stops now. Says nothing: the
+        caller says `reason` once the epoch is committed and its progress line ended."""
+        current = row.get(self.config.monitor) if self.config else None
+        if current is None:  # off, or no validation split to watch: Keras goes on too
+            return False
+        # As Keras: with none kept yet (restore_best turned on by a resume), these are best.
+        if self.restore and self.best_weights is None:
+            self.best_weights, self.best_epoch = model.get_weights(), epoch
+        self.wait += 1
+        if self.best is None or self._better(current, self.best):
+            self.best, self.best_epoch, self.wait = current, epoch, 0
+            if self.restore:
+                self.best_weights = model.get_weights()
+            return False
+        self.stopped = self.wait >= self.config.patience and epoch > 0
+        if self.stopped:
+            self.reason = (f"early stopping: {self.config.monitor} has not improved by "
+                           f"{self.config.min_delta:g} for {self.wait} "
+                           f"epoch{'s' * (self.wait != 1)}; stopping after epoch {epoch + 1}")
+        return self.stopped
+
+    def _better(self, current: float, best: float) -> bool:
+        delta = abs(self.config.min_delta)
+        if self.config.monitor.removeprefix("val_") == "loss":
+            return current + delta < best
+        return current - delta > best
+
+    def commit(self, folder: Path, epoch: int, model: Any,
+               write_state: Callable[[dict[str, Any] | None], None]) -> None:
+        """The chief's commit of epoch `epoch` (from 0): the best weights when this epoch is
+        the best, then state.json naming them (`write_state`), then the older best removed."""
+        best = (f"best-{self.best_epoch + 1}.weights.h5"
+                if self.restore and self.best_weights is not None else None)
+        if best is not None and self.best_epoch == epoch:
+            with replacing(folder / best) as tmp:
+                model.save_weights(tmp)
+        write_state(None if self.config is None else {
+            "wait": self.wait, "best_epoch": self.best_epoch, "best": self.best,
+            "best_weights": best})
+        for old in folder.glob("best-*.weights.h5"):
+            if old.name != best:
+                old.unlink(missing_ok=True)
+
+    def restore_best(self, model: Any) -> None:
+        """The best weights into `model` with restore_best, as Keras does at the end of fit
+        (whether it stopped early or not)."""
+        if isinstance(self.best_weights, Path):
+            if not self.best_weights.is_file():
+                raise RunFolderError(f"`{self.best_weights}` is missing; the run folder is "
+                                     "incomplete")
+            model.load_weights(self.best_weights)
+        elif self.best_weights is not None:
+            model.set_weights(self.best_weights)
+        else:
+            return
+        self.say(f"early stopping: restored the weights of epoch {self.best_epoch + 1}, the "
+                 f"best {self.config.monitor}")
 
 
 def _lost_errors() -> tuple[type[Exception], ...]:

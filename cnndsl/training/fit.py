@@ -4,6 +4,7 @@ evaluation on the test data."""
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from dataclasses import dataclass
@@ -162,12 +163,15 @@ def fit(model: Any, run: RunSpec, prepared: Any, epochs: Epochs, keras: Any,
 
 
 def loop_epochs(run: RunSpec, loop: Any, checkpoints: Any, prepared: Any,
-                epochs: Epochs) -> Fitted:
+                epochs: Epochs, stopper: Any) -> Fitted:
     """Under multiworker: the epochs still to run, each committed (checkpoint, then
-    state.json) by the chief."""
+    state.json) by the chief, until the last or until `stopper` (distribute.EarlyStop)
+    ends the run."""
     config = run.config
     history = list(run.state.get("history", []))[:run.state.get("epoch", 0)]
     seconds = list(run.state.get("seconds", []))[:len(history)]
+    if stopper.stopped:  # early stopping ended the run before its final files
+        return Fitted(history, seconds)
     n_val = int(len(prepared.x_train) * config.validation_split)  # the last rows, as Keras
     n_fit = len(prepared.x_train) - n_val
     try:
@@ -182,9 +186,16 @@ def loop_epochs(run: RunSpec, loop: Any, checkpoints: Any, prepared: Any,
             seconds.append(time.perf_counter() - started)
             history.append({"epoch": epoch + 1, **row, "seconds": round(seconds[-1], 3)})
             path = Path(checkpoints.save(epoch + 1))
+            # Its decision is committed with the epoch that made it, as single-worker.
+            stop = stopper.update(epoch, row, loop.model)
             if run.writes:
-                commit_state(run.folder, history, seconds, f"checkpoints/{path.name}")
+                stopper.commit(run.folder, epoch, loop.model, functools.partial(
+                    commit_state, run.folder, history, seconds, f"checkpoints/{path.name}",
+                    stopped_early=stop))
             epochs.end(row, seconds[-1])
+            if stop:
+                stopper.say(stopper.reason)
+                break
     finally:
         epochs.close()
     return Fitted(history, seconds)

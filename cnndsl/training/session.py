@@ -295,11 +295,17 @@ def _train_multiworker(run: RunSpec, analysis: Any, prepared: Any, data: Any, ch
         run.state = read_state(run.folder)
         if run.state.get("epoch"):
             checkpoints.restore(inside(run.folder, run.state["checkpoint"], "checkpoint"))
-        fitted = loop_epochs(run, loop, checkpoints, prepared, report.epochs(config.epochs))
+        stopper = distribute.EarlyStop(config.early_stopping, run.state.get("early_stopping"),
+                                       bool(run.state.get("stopped_early")), run.folder,
+                                       report.say)
+        fitted = loop_epochs(run, loop, checkpoints, prepared, report.epochs(config.epochs),
+                             stopper)
+        stopper.restore_best(model)
         scores = loop.evaluate(prepared.x_test, prepared.y_test)
         if not run.writes:
-            report.say(f"worker done: test accuracy {scores['accuracy']:.2%}; the chief "
-                       f"writes `{run.folder}`")
+            where = distribute.where_the_chief_writes(distribute.tf_config(), run.folder,
+                                                      fitted.history)
+            report.say(f"worker done: test accuracy {scores['accuracy']:.2%}; {where}")
             return None
         metrics = finish(model, run, prepared, data, fitted.history, fitted.seconds, on,
                          chosen, lambda: scores)

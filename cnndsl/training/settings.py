@@ -107,9 +107,6 @@ def plan(strategy: str, devices: tuple[str, ...]) -> Any:
 
 def check_multiworker(config: TrainConfig, mixed_precision: bool) -> None:
     """What the multiworker loop does not do yet, refused before any worker waits."""
-    if config.early_stopping is not None:
-        raise TrainError("early stopping is not available under `--strategy multiworker` yet; "
-                         "give `--early-stopping off`", EXIT_USAGE)
     if mixed_precision:
         raise TrainError("--mixed-precision is not available under `--strategy multiworker` yet",
                          EXIT_USAGE)

@@ -20,7 +20,6 @@ from cnndsl.training.run_folder import RunSpec, commit, commit_state
 from cnndsl.training.runstate import inside
 
 
-
 @dataclass
 class Fitted:
     history: list[dict[str, Any]]  # a row an epoch, those of earlier sessions first

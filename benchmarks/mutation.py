@@ -126,10 +126,10 @@ MUTATIONS = (
              "epochs=config.epochs, initial_epoch=0,",
              ("tests/test_train.py::test_sigkill_mid_run_then_resume_loses_and_repeats_no_epoch",)),
     # draw
-    Mutation("draw ignores --collapse", "cnndsl/backends/draw.py",
+    Mutation("draw ignores --collapse", "cnndsl/cli.py",
              "depth = 0 if collapse and depth is None else depth", "pass", DRAW),
-    Mutation("draw ignores --rankdir", "cnndsl/backends/draw.py",
-             "result.diagnostics, rankdir.upper(), depth)", 'result.diagnostics, "TB", depth)',
+    Mutation("draw ignores --rankdir", "cnndsl/cli.py",
+             "net.diagnostics, rankdir.upper(), depth)", 'net.diagnostics, "TB", depth)',
              DRAW),
 )
 

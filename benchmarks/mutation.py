@@ -118,10 +118,10 @@ MUTATIONS = (
              "for k, spec in enumerate(specs):",
              "for k, spec in enumerate(specs[-1:]):", KERAS),
     # train
-    Mutation("train ignores --seed", "cnndsl/training/train.py",
+    Mutation("train ignores --seed", "cnndsl/training/session.py",
              "keras.utils.set_random_seed(config.seed)", "keras.utils.set_random_seed(0)",
              ("tests/test_reproducible.py",)),
-    Mutation("resume starts again from epoch 0", "cnndsl/training/train.py",
+    Mutation("resume starts again from epoch 0", "cnndsl/training/fit.py",
              "epochs=config.epochs, initial_epoch=len(history),",
              "epochs=config.epochs, initial_epoch=0,",
              ("tests/test_train.py::test_sigkill_mid_run_then_resume_loses_and_repeats_no_epoch",)),

@@ -210,16 +210,21 @@ def train(
     devices: Annotated[str | None, typer.Option(
         "--devices", metavar="LIST",
         help="Devices to mirror over, e.g. /gpu:0,/gpu:1 (or /cpu:0,/cpu:1).")] = None,
+    verbose: Annotated[int | None, typer.Option(
+        "--verbose", min=0, max=2, metavar="0|1|2",
+        help="As Keras's: 0 silent, 1 a progress bar (off a terminal, a line every 10 s), "
+             "2 a line an epoch [default: 1].", show_default=False)] = None,
 ) -> int:
     """Build the network in-process with Keras and train it."""
-    from cnndsl.training.train import EXIT_WORKER_LOST, train_command
+    from cnndsl.training.commands import train_command
+    from cnndsl.training.errors import EXIT_WORKER_LOST
 
     code = train_command(
         file, network=network, out=out, resume=resume, data=data,
         mixed_precision=mixed_precision, devices=devices, dataset=dataset, epochs=epochs,
         batch=batch, lr=lr, optimizer=optimizer, loss=loss, metrics=metrics,
         validation_split=validation_split, early_stopping=early_stopping, patience=patience,
-        seed=seed, strategy=strategy)
+        seed=seed, strategy=strategy, verbose=verbose)
     if code == EXIT_WORKER_LOST:
         from cnndsl.training.distribute import rejoin
 
@@ -239,7 +244,7 @@ def evaluate(
         "--dataset", help="Another keras dataset to evaluate on.")] = None,
 ) -> int:
     """Re-evaluate a saved run on its test data (or on --data)."""
-    from cnndsl.training.train import evaluate_command
+    from cnndsl.training.commands import evaluate_command
 
     return evaluate_command(run, data=data, dataset=dataset)
 

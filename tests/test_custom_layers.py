@@ -34,7 +34,7 @@ from cnndsl.analysis.pipeline import analyse
 from cnndsl.backends.codegen import custom_sources, generate
 from cnndsl.backends.runtime import build_model, keras_class
 from cnndsl.training import datasets
-from cnndsl.training.train import evaluate_command, train_command
+from cnndsl.training.commands import evaluate_command, train_command
 
 # Numpy 2 warns about Keras's tensor-to-numpy conversion on every call.
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")

@@ -15,7 +15,7 @@ import pytest
 from test_train import images, write_npz
 
 from cnndsl.analysis.pipeline import analyse
-from cnndsl.training.train import evaluate_command, train_command
+from cnndsl.training.commands import evaluate_command, train_command
 
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 

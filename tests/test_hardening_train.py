@@ -25,8 +25,8 @@ from conftest import ROOT, run_cnndsl
 from test_train import TINY, images, write_npz
 
 from cnndsl.training import datasets
+from cnndsl.training.commands import evaluate_command, train_command
 from cnndsl.training.runlock import LOCK
-from cnndsl.training.train import evaluate_command, train_command
 
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 ENV = {"TF_CPP_MIN_LOG_LEVEL": "3"}

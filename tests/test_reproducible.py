@@ -15,7 +15,7 @@ import pytest
 from conftest import EXAMPLES, ROOT
 
 from cnndsl.training import datasets
-from cnndsl.training.train import train_command
+from cnndsl.training.commands import train_command
 
 EPOCHS = 3
 

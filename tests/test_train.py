@@ -25,7 +25,7 @@ import pytest
 from conftest import EXAMPLES, ROOT
 
 from cnndsl.training import datasets
-from cnndsl.training.train import evaluate_command, train_command
+from cnndsl.training.commands import evaluate_command, train_command
 
 TINY = """network tiny {
   input 8x8x1
@@ -258,7 +258,7 @@ def test_offline_mnist_falls_back_to_the_bundled_sample(monkeypatch, tmp_path, c
 
 RUNNER = """import sys
 from pathlib import Path
-from cnndsl.training.train import train_command
+from cnndsl.training.commands import train_command
 sys.exit(train_command(Path(sys.argv[1]), out=Path(sys.argv[2]), data=Path(sys.argv[3]),
                        epochs=int(sys.argv[4]), verbose=0,
                        early_stopping="patience=100,restore_best=true"))

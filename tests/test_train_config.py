@@ -184,7 +184,7 @@ def test_config_round_trips_through_json():
 def test_validating_and_the_training_modules_never_import_tensorflow():
     code = ("import sys; from cnndsl.analysis.pipeline import analyse; "
             "from cnndsl.analysis.train_section import validate_train; "
-            "import cnndsl.training.train, cnndsl.training.datasets; "
+            "import cnndsl.training.commands, cnndsl.training.session, cnndsl.training.datasets; "
             "import cnndsl.backends.runtime, cnndsl.training.plots; "
             "r = analyse(open('examples/mnist.cnn').read()); "
             "validate_train(r.analysis.graph.train); "

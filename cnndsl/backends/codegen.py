@@ -1123,7 +1123,7 @@ def _compile_lines(config: Any, outputs: list[str]) -> list[str]:
     several outputs, a loss, a weight and the metrics for each, in the outputs' order)."""
     if config is None:
         return []
-    from cnndsl.training.train import METRIC_CLASSES, OPTIMIZER_CLASSES
+    from cnndsl.training.fit import METRIC_CLASSES, OPTIMIZER_CLASSES
 
     cls = OPTIMIZER_CLASSES[config.optimizer]
     if not NAME_RE.match(cls):

@@ -7,10 +7,10 @@ import gzip
 import math
 import struct
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -411,3 +411,47 @@ def prepare_ports(data: Data, inputs: list[tuple[str, tuple[int, ...]]],
     return Prepared(one(x_train), one([y[0] for y in labels]), one(x_test),
                     one([y[1] for y in labels]), one([y[2] for y in labels]),
                     labels[0][3])
+
+
+# ----------------------------------------------------------------------------- for a network
+
+
+def for_network(dataset: str, path: Path | None, analysis: Any, losses: Mapping[str, str],
+                loss: str, notify: Callable[[str], object] = print) -> tuple[Prepared, Data]:
+    """The data the analysed network trains on, prepared for its inputs and outputs:
+    `dataset` by name or the file at `path`; `losses` are per-output losses, `loss` the
+    default. Several inputs need an .npz with an array per input; several outputs are each
+    fed the one label set."""
+    outputs = output_losses(analysis, losses, loss)
+    if not several_ports(analysis):
+        data = load(dataset, path, notify)
+        return prepare(data, analysis.input_shape, analysis.output_shape, outputs[0][2]), data
+    graph = analysis.graph
+    names = [p.name for p in graph.inputs]
+    if len(names) > 1:
+        if path is None:
+            arrays = ", ".join(f"x_{n}" for n in names)
+            raise DataError(f"network `{graph.network}` has {len(names)} inputs "
+                            f"({', '.join(names)}): give `--data FILE.npz` with the arrays "
+                            f"{arrays} and y")
+        data = load_inputs(path, names)
+    else:
+        data = load(dataset, path, notify)
+    inputs = [(p.name, analysis.layers[p.node].shape) for p in graph.inputs]
+    return prepare_ports(data, inputs, outputs), data
+
+
+def examples(x: Any) -> int:
+    """How many examples prepared images hold (a list holds an array per input)."""
+    return len(x[0]) if isinstance(x, list) else len(x)
+
+
+def several_ports(analysis: Any) -> bool:
+    return len(analysis.graph.inputs) > 1 or len(analysis.graph.outputs) > 1
+
+
+def output_losses(analysis: Any, losses: Mapping[str, str], loss: str
+                  ) -> list[tuple[str, Any, str]]:
+    """Each output's name, shape and loss (its own, else the section's `loss`)."""
+    return [(p.name, analysis.layers[p.node].shape, losses.get(p.name, loss))
+            for p in analysis.graph.outputs]

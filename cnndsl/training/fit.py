@@ -11,13 +11,12 @@ from pathlib import Path
 from typing import Any
 
 from cnndsl.analysis.train_section import TrainConfig
+from cnndsl.training.backend import Backend, steps_per_execution
 from cnndsl.training.datasets import examples
 from cnndsl.training.errors import EXIT_USAGE, TrainError
 from cnndsl.training.progress import Epochs, keras_callback
 from cnndsl.training.run_folder import RunSpec, commit, commit_state
 from cnndsl.training.runstate import inside
-
-STEPS_PER_EXECUTION = 32  # steps per call into TensorFlow: no Python between those steps
 
 OPTIMIZER_CLASSES = {"adam": "Adam", "adamw": "AdamW", "sgd": "SGD", "rmsprop": "RMSprop",
                      "adagrad": "Adagrad", "adadelta": "Adadelta", "adamax": "Adamax",
@@ -29,18 +28,6 @@ METRIC_CLASSES = {"auc": "AUC", "precision": "Precision", "recall": "Recall"}
 class Fitted:
     history: list[dict[str, Any]]  # a row an epoch, those of earlier sessions first
     seconds: list[float]
-
-
-def import_keras() -> Any:
-    from cnndsl.backends.runtime import import_keras
-
-    return import_keras()
-
-
-def setup(seed: int) -> Any:
-    keras = import_keras()
-    keras.utils.set_random_seed(seed)
-    return keras
 
 
 # ----------------------------------------------------------------------------- compiling
@@ -59,17 +46,16 @@ def compile_args(analysis: Any, config: TrainConfig, prepared: Any, keras: Any
 
 
 def compiled(analysis: Any, config: TrainConfig, prepared: Any, mixed: bool,
-             keras: Any, batch: int, several_steps: bool = True) -> Any:
-    """`several_steps`: steps_per_execution > 1, which MirroredStrategy cannot run (Keras
-    3.15 feeds its loop a placeholder it never fills)."""
+             on: Backend, batch: int, several_steps: bool = True) -> Any:
+    """`several_steps`: False under MirroredStrategy (backend.steps_per_execution)."""
     from cnndsl.backends.runtime import build_model
 
+    keras = on.keras
     model = build_model(analysis, "float32" if mixed else None)
     optimizer = make_optimizer(config, keras)
     steps = -(-round(examples(prepared.x_train) * (1 - config.validation_split)) // batch)
     model.compile(optimizer=optimizer, **compile_args(analysis, config, prepared, keras),
-                  steps_per_execution=max(1, min(STEPS_PER_EXECUTION, steps))
-                  if several_steps else 1)
+                  steps_per_execution=steps_per_execution(on, steps, several_steps))
     return model
 
 

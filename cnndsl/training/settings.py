@@ -1,9 +1,8 @@
-"""What to train and where: the source analysed, its `train` settings with the command line's
-overrides, the distribution strategy, and the device."""
+"""What to train: the source analysed, and its `train` settings with the command line's
+overrides. Where (backend, device, strategy) is backend.py's."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -11,7 +10,7 @@ from typing import Any
 from cnndsl.analysis.train_section import ConfigError, TrainConfig, apply_overrides, validate_train
 from cnndsl.common.diagnostics import ERROR, Diagnostic, has_errors, sort_key
 from cnndsl.training.errors import EXIT_USAGE, TrainError
-from cnndsl.training.progress import note, render
+from cnndsl.training.progress import render
 
 
 def read(file: Path) -> str:
@@ -97,15 +96,6 @@ def writes(config: TrainConfig) -> bool:
         raise TrainError(str(err), EXIT_USAGE) from err
 
 
-def plan(strategy: str, devices: tuple[str, ...]) -> Any:
-    from cnndsl.training.distribute import StrategyError, choose
-
-    try:
-        return choose(strategy, devices)
-    except StrategyError as err:
-        raise TrainError(str(err), EXIT_USAGE) from err
-
-
 def check_multiworker(config: TrainConfig, mixed_precision: bool) -> None:
     """What the multiworker loop does not do yet, refused before any worker waits."""
     if config.early_stopping is not None:
@@ -115,20 +105,3 @@ def check_multiworker(config: TrainConfig, mixed_precision: bool) -> None:
         raise TrainError("--mixed-precision is not available under `--strategy multiworker` yet",
                          EXIT_USAGE)
 
-
-def device(mixed_precision: bool) -> str:
-    """The GPU when TensorFlow sees one (Keras then uses it by itself), else the CPU."""
-    import tensorflow as tf
-
-    from cnndsl.backends.runtime import import_keras
-
-    gpus = tf.config.list_physical_devices("GPU")
-    if mixed_precision and gpus:
-        import_keras().mixed_precision.set_global_policy("mixed_float16")
-    elif mixed_precision:
-        note("--mixed-precision needs a GPU; training in float32 on the CPU")
-    if gpus:
-        details = tf.config.experimental.get_device_details(gpus[0])
-        name = details.get("device_name", gpus[0].name)
-        return f"GPU ({name}{', mixed precision' if mixed_precision else ''})"
-    return f"CPU ({os.cpu_count()} cores, no GPU visible)"

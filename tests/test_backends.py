@@ -179,7 +179,7 @@ def test_tf_distribute_is_refused_on_other_backends(tmp_path, capsys):
 
 
 def test_keras_loaded_with_another_backend_is_a_one_line_error():
-    from cnndsl.training import backend
+    from cnndsl.training import keras_backend
     from cnndsl.training.errors import TrainError
 
     keras = pytest.importorskip("keras")
@@ -187,7 +187,7 @@ def test_keras_loaded_with_another_backend_is_a_one_line_error():
     other = next(b for b in BACKENDS if b != loaded)
     with pytest.raises(TrainError, match=f"^Keras is already loaded with the {loaded} "
                                          "backend in this process; it cannot switch to"):
-        backend.load(other)
+        keras_backend.load(other)
 
 
 def test_bad_backends_are_refused_with_a_suggestion(tmp_path):

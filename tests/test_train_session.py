@@ -73,12 +73,13 @@ def test_the_function_and_the_command_train_the_same_network(tmp_path):
     (TINY, {"overrides": [("epochs", 2)]}, "overrides are train settings by name"),
     (TINY, {"verbose": 3}, "verbose is 0, 1, 2 or None, not 3"),
     (b"network", {}, "source is the text of a .cnn file (a str), not bytes"),
+    (TINY, {"data": 3}, "data is a path, not int"),
     ("#" * (1024 * 1024 + 1), {}, "larger than 1 MB"),
     (TINY, {"data": "missing.npz"}, "missing.npz`: no such file"),
     (TINY.replace("input 8x8x1", "input 9x9x1"), {"data": "tiny.npz"},
      "the training images are 8x8x1 but the network's input is 9x9x1"),
 ], ids=["source", "network", "epochs", "batch_size", "multiworker", "overrides", "verbose",
-        "bytes", "size", "no-data", "wrong-data"])
+        "bytes", "data-type", "size", "no-data", "wrong-data"])
 def test_every_failure_is_one_train_error_line_and_nothing_printed(tmp_path, capsys, monkeypatch,
                                                                    source, kw, message):
     monkeypatch.chdir(tmp_path)

@@ -38,7 +38,7 @@ EARLY_STOPPING_OPTIONS = ("monitor", "patience", "min_delta", "restore_best")
 MONITORS = ("val_loss", "val_accuracy", "loss", "accuracy")
 # tf.distribute strategies (cnndsl/training/distribute.py); `auto` mirrors over several GPUs.
 STRATEGIES = ("auto", "one", "mirrored", "multiworker")
-# The Keras 3 backends `train` runs on (cnndsl/training/backend.py).
+# The Keras 3 backends `train` runs on (cnndsl/training/keras_backend.py).
 BACKENDS = ("tensorflow", "jax", "torch")
 
 

@@ -19,7 +19,7 @@ from cnndsl.analysis.ops.base import KerasLayer
 
 
 def import_keras() -> Any:
-    """Keras, on the backend KERAS_BACKEND names (cnndsl/training/backend.py sets it), and
+    """Keras, on the backend KERAS_BACKEND names (cnndsl/training/keras_backend.py sets it), and
     quietly: TensorFlow's C++ start-up chatter, when Keras loads it, is no use to a user;
     with cnndsl's own layers registered, so `load_model` reads models that use them."""
     if "keras" not in sys.modules:

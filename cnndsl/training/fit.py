@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from cnndsl.analysis.train_section import TrainConfig
-from cnndsl.training.backend import Backend, steps_per_execution
 from cnndsl.training.datasets import examples
 from cnndsl.training.errors import EXIT_USAGE, TrainError
+from cnndsl.training.keras_backend import Backend, steps_per_execution
 from cnndsl.training.progress import Epochs, keras_callback
 from cnndsl.training.run_folder import RunSpec, commit, commit_state
 from cnndsl.training.runstate import inside
@@ -46,8 +46,8 @@ def compile_args(analysis: Any, config: TrainConfig, prepared: Any, keras: Any
 
 
 def compiled(analysis: Any, config: TrainConfig, prepared: Any, mixed: bool,
-             on: Backend, batch: int, several_steps: bool = True) -> Any:
-    """`several_steps`: False under MirroredStrategy (backend.steps_per_execution)."""
+             on: Backend, batch: int, strategy: str) -> Any:
+    """Built and compiled on backend `on`, under distribution strategy `strategy`."""
     from cnndsl.backends.runtime import build_model
 
     keras = on.keras
@@ -55,7 +55,7 @@ def compiled(analysis: Any, config: TrainConfig, prepared: Any, mixed: bool,
     optimizer = make_optimizer(config, keras)
     steps = -(-round(examples(prepared.x_train) * (1 - config.validation_split)) // batch)
     model.compile(optimizer=optimizer, **compile_args(analysis, config, prepared, keras),
-                  steps_per_execution=steps_per_execution(on, steps, several_steps))
+                  steps_per_execution=steps_per_execution(on, steps, strategy))
     return model
 
 
@@ -196,14 +196,3 @@ def evaluate_model(model: Any, prepared: Any, batch: int) -> dict[str, float]:
             if key in renamed:
                 renamed["accuracy"] = renamed[key]
     return renamed
-
-
-def from_tf_checkpoint(analysis: Any, path: Path) -> Any:
-    """The model of a multiworker checkpoint (tf.train format: weights, no architecture)."""
-    import tensorflow as tf
-
-    from cnndsl.backends.runtime import build_model
-
-    model = build_model(analysis)
-    tf.train.Checkpoint(model=model).restore(str(path)).expect_partial()
-    return model

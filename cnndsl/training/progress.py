@@ -83,7 +83,7 @@ def line_seconds() -> float:
         seconds = float(os.environ.get("CNNDSL_PROGRESS_SECONDS", LINE_SECONDS))
     except ValueError:
         return LINE_SECONDS
-    return seconds if seconds > 0 else LINE_SECONDS
+    return seconds if 0 < seconds <= 3600 else LINE_SECONDS
 
 
 class Reporter:
@@ -91,9 +91,8 @@ class Reporter:
     `headers`: the lines around the epochs (device, data, summary) — the command always
     prints them; `session.train` leaves them out at verbose 0."""
 
-    def __init__(self, verbose: int | None, *, headers: bool = True,
-                 stream: TextIO | None = None) -> None:
-        self.stream = stream or sys.stdout
+    def __init__(self, verbose: int | None, *, headers: bool = True) -> None:
+        self.stream = sys.stdout
         self.headers = headers
         if verbose == 0:
             self.mode = SILENT
@@ -102,11 +101,16 @@ class Reporter:
         elif in_notebook():
             self.mode = NOTEBOOK
         else:
-            self.mode = BAR if self.stream.isatty() else LINES
+            # a dumb terminal cannot clear the rest of a line: it gets the lines
+            terminal = self.stream.isatty() and os.environ.get("TERM") != "dumb"
+            self.mode = BAR if terminal else LINES
 
     def say(self, text: str) -> None:
         if self.headers:
-            print("\n".join(map(shown, text.split("\n"))), file=self.stream, flush=True)
+            try:
+                print("\n".join(map(shown, text.split("\n"))), file=self.stream, flush=True)
+            except (OSError, ValueError):  # closed (`| head`): the run goes on unseen
+                self.headers = False
 
     def epochs(self, total: int) -> Epochs:
         return Epochs(self.mode, total, self.stream)
@@ -208,7 +212,7 @@ class Epochs:
             self.clock = None
 
     def _tick(self, interval: float) -> None:
-        while not self.stop.wait(interval):
+        while not self.stop.wait(interval) and self.mode != SILENT:
             with self.lock:
                 if self.mode == NOTEBOOK:
                     self.handle.update(self._mime(), raw=True)
@@ -218,8 +222,11 @@ class Epochs:
                     self._write(f"{self._status(bar=False)}\n")
 
     def _write(self, text: str) -> None:
-        self.stream.write(text)
-        self.stream.flush()
+        try:
+            self.stream.write(text)
+            self.stream.flush()
+        except (OSError, ValueError):  # closed (`| head`): the run goes on unseen
+            self.mode = SILENT
 
     def _fit(self, text: str) -> str:
         """One terminal row: a line that wraps would not be redrawn in place."""

@@ -35,7 +35,7 @@ from cnndsl.training.progress import note
 from cnndsl.training.runstate import config_problem, read_state
 
 if TYPE_CHECKING:
-    from cnndsl.training.backend import Backend
+    from cnndsl.training.keras_backend import Backend
 
 RUN, STATE, HISTORY, MODEL, METRICS = (
     "run.json", "state.json", "history.csv", "model.keras", "metrics.json")

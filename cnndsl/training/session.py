@@ -12,6 +12,7 @@ KeyboardInterrupt whose message names the folder and `cnndsl train --resume FOLD
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -19,7 +20,7 @@ from typing import Any
 
 from cnndsl.analysis.train_section import TrainConfig
 from cnndsl.common.files import InputOverwriteError, WriteError, refuse_input
-from cnndsl.training import backend, datasets
+from cnndsl.training import datasets, keras_backend
 from cnndsl.training.errors import EXIT_USAGE, EXIT_WORKER_LOST, TrainError, TrainInterrupted
 from cnndsl.training.fit import (
     Fitted,
@@ -86,7 +87,7 @@ def train(source: str, name: str, *, network: str | None = None, data: Path | No
     the train section's dataset. `overrides` are the command line's settings (epochs,
     batch, lr, ...); `verbose` is Keras's: 0 silent, 1 a progress bar (None: 1), 2 a line
     an epoch. Raises TrainError, or TrainInterrupted on Ctrl-C."""
-    _check_arguments(source, overrides, verbose)
+    _check_arguments(source, network, data, out, overrides, verbose)
     name = str(name)  # a Path is welcome too
     report = Reporter(verbose, headers=verbose != 0)
     try:
@@ -108,13 +109,20 @@ def train(source: str, name: str, *, network: str | None = None, data: Path | No
     return run
 
 
-def _check_arguments(source: object, overrides: object, verbose: object) -> None:
+def _check_arguments(source: object, network: object, data: object, out: object,
+                     overrides: object, verbose: object) -> None:
     """What the command line's parser would have refused, refused in one line."""
     from cnndsl.common.limits import MAX_SOURCE_BYTES
 
     if not isinstance(source, str):
         raise TrainError(f"source is the text of a .cnn file (a str), not "
                          f"{type(source).__name__}", EXIT_USAGE)
+    if not (network is None or isinstance(network, str)):
+        raise TrainError(f"network is a name (a str), not {type(network).__name__}",
+                         EXIT_USAGE)
+    for what, path in (("data", data), ("out", out)):
+        if not (path is None or isinstance(path, str | os.PathLike)):
+            raise TrainError(f"{what} is a path, not {type(path).__name__}", EXIT_USAGE)
     if len(source.encode(errors="replace")) > MAX_SOURCE_BYTES:
         raise TrainError(f"the source is larger than {MAX_SOURCE_BYTES // 1024**2} MB, the "
                          "limit for a .cnn file", EXIT_USAGE)
@@ -155,7 +163,7 @@ def begin(source: str, name: str, analysis: Any, config: TrainConfig, *,
         raise TrainError(f"`{out}` already holds a run; continue it with `--resume {out}` or "
                          "choose another --out", EXIT_USAGE)
     # The backend is recorded in run.json: a resumed or evaluated run stays on it.
-    config = replace(config, backend=backend.chosen(config.backend))
+    config = replace(config, backend=keras_backend.chosen(config.backend))
     # An absolute data path, so that `--resume` works from any folder.
     run = RunSpec(Path(), source, name, network, str(data.resolve()) if data else None,
                   config, mixed_precision, devices=devices(devices_text),
@@ -211,8 +219,8 @@ def resumed(folder: Path, data: Path | None, overrides: Mapping[str, Any],
 def _on_backend(run: RunSpec) -> None:
     """Keras loaded on the run's backend, before the data (keras.datasets imports it);
     what that backend cannot do refused before a folder is made."""
-    backend.refuse_tensorflow_only(run.config.backend, run.config.strategy, run.devices)
-    backend.load(run.config.backend)
+    keras_backend.refuse_tensorflow_only(run.config.backend, run.config.strategy, run.devices)
+    keras_backend.load(run.config.backend)
 
 
 def execute(run: RunSpec, analysis: Any, prepared: Any, data: Any,
@@ -231,12 +239,12 @@ def _execute(run: RunSpec, analysis: Any, prepared: Any, data: Any,
     done = state.get("epoch", 0)
     if config.strategy == "multiworker":
         check_multiworker(config, run.mixed_precision)
-    on_backend = backend.load(config.backend)
+    on_backend = keras_backend.load(config.backend)
     keras = on_backend.keras
     # before TensorFlow initialises its devices
-    chosen = backend.plan(on_backend, config.strategy, run.devices)
-    backend.seed(on_backend, config.seed)
-    on = backend.device(on_backend, run.mixed_precision)
+    chosen = keras_backend.plan(on_backend, config.strategy, run.devices)
+    keras_backend.seed(on_backend, config.seed)
+    on = keras_backend.device(on_backend, run.mixed_precision)
     report.say(f"backend: {on_backend.describe()}")
     report.say(f"device: {on}")
     report.say(f"strategy: {chosen.describe(config.batch)}")
@@ -254,7 +262,7 @@ def _execute(run: RunSpec, analysis: Any, prepared: Any, data: Any,
             model = load_keras(inside(run.folder, state["checkpoint"], "checkpoint"), keras)
         else:
             model = compiled(analysis, config, prepared, run.mixed_precision, on_backend,
-                             chosen.global_batch(config.batch), chosen.name == "one")
+                             chosen.global_batch(config.batch), chosen.name)
     if epochs_done(run):  # killed after its last epoch: finish it as that epoch left it
         restore_best(model, run)
         fitted = Fitted(list(state.get("history", [])), list(state.get("seconds", [])))
@@ -280,7 +288,7 @@ def _interrupted(run: RunSpec) -> TrainInterrupted:
 
 
 def _train_multiworker(run: RunSpec, analysis: Any, prepared: Any, data: Any, chosen: Any,
-                       on: str, on_backend: backend.Backend, report: Reporter) -> Run | None:
+                       on: str, on_backend: keras_backend.Backend, report: Reporter) -> Run | None:
     """MultiWorkerMirroredStrategy through distribute.Loop (Keras 3's fit cannot run it).
     Every worker runs every step and checkpoint; only the chief keeps what they write."""
     import shutil

@@ -104,4 +104,3 @@ def check_multiworker(config: TrainConfig, mixed_precision: bool) -> None:
     if mixed_precision:
         raise TrainError("--mixed-precision is not available under `--strategy multiworker` yet",
                          EXIT_USAGE)
-

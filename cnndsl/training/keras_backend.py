@@ -1,5 +1,6 @@
 """The Keras backend a run trains on -- TensorFlow, JAX or PyTorch -- and everything that
-differs between them, decided here and nowhere else:
+differs between them, decided here and nowhere else (each framework is imported inside the
+functions that need it: importing this module costs nothing):
 
 - which one: `--backend`, else the train section's `backend`, else the backend of a Keras
   this process has loaded already, else KERAS_BACKEND, else tensorflow; Keras reads it
@@ -12,7 +13,8 @@ differs between them, decided here and nowhere else:
 - steps per execution: several steps per call into TensorFlow or JAX, one on PyTorch
   (Keras refuses more there);
 - the device and mixed precision: each framework's own view of its GPUs;
-- distribution: `--strategy mirrored` and `multiworker` are tf.distribute, TensorFlow's.
+- distribution: `--strategy mirrored` and `multiworker` are tf.distribute, TensorFlow's,
+  and so are the tf.train checkpoints of a multiworker run.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import sys
 from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from cnndsl.analysis.train_section import BACKENDS
@@ -44,15 +47,18 @@ class Backend:
 
 
 def chosen(explicit: str | None) -> str:
-    """The backend to run on when neither the command line nor the run says (None)."""
+    """The backend to run on: `explicit` (--backend, else the train section's) when given,
+    else that of a Keras already loaded, else KERAS_BACKEND, else tensorflow."""
     if explicit is not None:
         return explicit
     keras = sys.modules.get("keras")
     if keras is not None:
-        return keras.backend.backend()
-    name = os.environ.get("KERAS_BACKEND", "").strip() or "tensorflow"
+        name, where = keras.backend.backend(), "Keras is loaded with the backend"
+    else:
+        name, where = os.environ.get("KERAS_BACKEND", "").strip() or "tensorflow", \
+            "KERAS_BACKEND is"
     if name not in BACKENDS:
-        raise TrainError(f"KERAS_BACKEND is `{name}`; cnndsl trains on "
+        raise TrainError(f"{where} `{name}`; cnndsl trains on "
                          f"{', '.join(BACKENDS[:-1])} or {BACKENDS[-1]}", EXIT_USAGE)
     return name
 
@@ -89,10 +95,11 @@ def seed(backend: Backend, value: int) -> None:
             del sys.modules["tensorflow"]
 
 
-def steps_per_execution(backend: Backend, steps: int, several: bool = True) -> int:
-    """Training steps per call into the backend. `several` is False for MirroredStrategy,
-    which cannot run more than one (Keras 3.15 feeds its loop a placeholder it never fills)."""
-    if backend.name == "torch" or not several:
+def steps_per_execution(backend: Backend, steps: int, strategy: str) -> int:
+    """Up to 32 of an epoch's `steps` in one call; 1 on PyTorch, and under a strategy other
+    than `one`: MirroredStrategy cannot run more (Keras 3.15 feeds its loop a placeholder
+    it never fills)."""
+    if backend.name == "torch" or strategy != "one":
         return 1
     return max(1, min(STEPS_PER_EXECUTION, steps))
 
@@ -156,3 +163,14 @@ class _OneDevice:
 
     def scope(self) -> nullcontext[None]:
         return nullcontext()
+
+
+def model_from_checkpoint(analysis: Any, path: Path) -> Any:
+    """The model of a multiworker checkpoint (tf.train format: weights, no architecture)."""
+    import tensorflow as tf
+
+    from cnndsl.backends.runtime import build_model
+
+    model = build_model(analysis)
+    tf.train.Checkpoint(model=model).restore(str(path)).expect_partial()
+    return model

@@ -119,7 +119,8 @@ MUTATIONS = (
              "for k, spec in enumerate(specs[-1:]):", KERAS),
     # train
     Mutation("train ignores --seed", "cnndsl/training/session.py",
-             "keras.utils.set_random_seed(config.seed)", "keras.utils.set_random_seed(0)",
+             "keras_backend.seed(on_backend, config.seed)",
+             "keras_backend.seed(on_backend, 0)",
              ("tests/test_reproducible.py",)),
     Mutation("resume starts again from epoch 0", "cnndsl/training/fit.py",
              "epochs=config.epochs, initial_epoch=len(history),",

@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # The seed notebook's network and training code (In [54]-[55]), in Keras 3, reading the
 # IDX files with plain numpy and scaling pixels to [0, 1] as the notebook's loader did.
 HAND_WRITTEN = r'''
-import gzip, json, os, sys
+import gzip, json, os, sys, time
 from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import numpy as np
@@ -64,12 +64,20 @@ model.add(layers.Dense(64, activation="relu", name="FC1"))
 model.add(layers.Dropout(0.50))
 model.add(layers.Dense(10, activation="softmax", name="output"))
 earlystopping = EarlyStopping(monitor="val_loss", patience=2, min_delta=0, verbose=0)
+
+class EpochSeconds(keras.callbacks.Callback):  # not the notebook's: for the timings only
+    seconds = []
+    def on_epoch_begin(self, epoch, logs=None):
+        self.started = time.perf_counter()
+    def on_epoch_end(self, epoch, logs=None):
+        self.seconds.append(time.perf_counter() - self.started)
+
 model.compile(optimizer="adam", loss="categorical_crossentropy", metrics=["accuracy"])
 history = model.fit(train_images, train_labels, epochs=epochs, validation_split=0.05,
-                    batch_size=64, callbacks=[earlystopping], verbose=2)
+                    batch_size=64, callbacks=[earlystopping, EpochSeconds()], verbose=2)
 test_loss, test_acc = model.evaluate(test_images, test_labels, verbose=0)
 print(json.dumps({"test_accuracy": test_acc, "test_loss": test_loss,
-                  "epochs": len(history.history["loss"])}))
+                  "epochs": len(history.history["loss"]), "seconds": EpochSeconds.seconds}))
 '''
 
 
@@ -78,12 +86,14 @@ def cpu_of_children() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def timed(cmd: list[str], cwd: Path) -> tuple[float, float, str]:
-    """Wall-clock and CPU seconds (all threads) of one whole process, and its stdout.
+def timed(cmd: list[str], cwd: Path, env: dict[str, str] | None = None
+          ) -> tuple[float, float, str]:
+    """Wall-clock and CPU seconds (all threads) of one whole process, and its stdout;
+    `env`: variables to set for it.
 
     CPU time is the steadier figure on a shared machine, where wall-clock time also
     measures the neighbours."""
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "NO_COLOR": "1"}
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "NO_COLOR": "1", **(env or {})}
     cpu, start = cpu_of_children(), time.perf_counter()
     done = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
     seconds, cpu = time.perf_counter() - start, cpu_of_children() - cpu

@@ -376,6 +376,10 @@ def train(
     seed: Annotated[int | None, typer.Option("--seed", help="Random seed.")] = None,
     mixed_precision: Annotated[bool, typer.Option(
         "--mixed-precision", help="float16 compute on a GPU (ignored on the CPU).")] = False,
+    backend: Annotated[str | None, typer.Option(
+        "--backend", help="tensorflow, jax or torch: the Keras backend [default: the train "
+                          "section's, else KERAS_BACKEND, else tensorflow].",
+        show_default=False)] = None,
     strategy: Annotated[str | None, typer.Option(
         "--strategy", help="auto, one, mirrored or multiworker (TF_CONFIG); see "
                            "docs/distributed.md.")] = None,
@@ -396,7 +400,7 @@ def train(
         mixed_precision=mixed_precision, devices=devices, dataset=dataset, epochs=epochs,
         batch=batch, lr=lr, optimizer=optimizer, loss=loss, metrics=metrics,
         validation_split=validation_split, early_stopping=early_stopping, patience=patience,
-        seed=seed, strategy=strategy, verbose=verbose)
+        seed=seed, strategy=strategy, backend=backend, verbose=verbose)
     if code == EXIT_WORKER_LOST:
         from cnndsl.training.distribute import rejoin
 
@@ -414,11 +418,15 @@ def evaluate(
         show_default=False)] = None,
     dataset: Annotated[str | None, typer.Option(
         "--dataset", help="Another keras dataset to evaluate on.")] = None,
+    backend: Annotated[str | None, typer.Option(
+        "--backend", help="The run's own backend (run.json), the one it is evaluated on: "
+                          "another is an error.", show_default=False)] = None,
 ) -> int:
-    """Re-evaluate a saved run on its test data (or on --data)."""
+    """Re-evaluate a saved run on its test data (or on --data), on the backend that
+    trained it."""
     from cnndsl.training.commands import evaluate_command
 
-    return evaluate_command(run, data=data, dataset=dataset)
+    return evaluate_command(run, data=data, dataset=dataset, backend_name=backend)
 
 
 @app.command()

@@ -143,7 +143,7 @@ def test_build_writes_python_ifs_and_matches_check(tmp_path, keras):  # noqa: F8
     code, _ = generate(MOBILENET_V2_UNIT, "net.cnn")
     assert "def inverted(" in code and "def body(" in code  # functions, not expansions
     assert "if stride == 1 and inputs.shape[-1] == filters:" in code
-    assert 'name=f"{name}.conv_{(1 if expand != 1 else 0) + 1}"' in code
+    assert 'name=f"{name}-conv_{(1 if expand != 1 else 0) + 1}"' in code
     model = load_module(build(tmp_path, MOBILENET_V2_UNIT)).build_model()
     assert_matches_check(keras, model, MOBILENET_V2_UNIT)
 

@@ -252,7 +252,7 @@ def expected(node: Node, keras_name: str) -> list[tuple[str, str, dict]]:
     cls, config = TABLE[node.op.name](node.args)
     layers = [(keras_name, cls, config)]
     if node.op.name != "zeropad" and node.args.get("pad"):  # a window layer's explicit pad
-        layers.insert(0, (keras_name + "_pad", "ZeroPadding2D", {"padding": node.args["pad"]}))
+        layers.insert(0, (keras_name + "-pad", "ZeroPadding2D", {"padding": node.args["pad"]}))
     return layers
 
 

@@ -46,7 +46,7 @@ def inception(x: Any, name: str, c1: int, c3r: int, c3: int, c5r: int, c5: int,
     """GoogLeNet's Inception module (Szegedy et al. 2014, figure 2b)."""
     def conv(y: Any, filters: int, size: int, i: int) -> Any:
         return L.Conv2D(filters, size, padding="same", activation="relu",
-                        name=f"{name}.conv_{i}")(y)
+                        name=f"{name}-conv_{i}")(y)
     branch1 = conv(x, c1, 1, 1)
     branch3 = conv(conv(x, c3r, 1, 2), c3, 3, 3)
     branch5 = conv(conv(x, c5r, 1, 4), c5, 5, 5)
@@ -81,10 +81,10 @@ def residual_twin() -> keras.Model:
     x = L.Conv2D(16, 3, padding="same", activation="relu", name="stem")(inp)
     for i in (1, 2):
         scope = f"residual_{i}"
-        y = L.Conv2D(16, 3, padding="same", name=f"{scope}.conv_1")(x)
-        y = L.ReLU()(L.BatchNormalization(name=f"{scope}.batchnorm_1")(y))
-        y = L.Conv2D(16, 3, padding="same", name=f"{scope}.conv_2")(y)
-        y = L.BatchNormalization(name=f"{scope}.batchnorm_2")(y)
+        y = L.Conv2D(16, 3, padding="same", name=f"{scope}-conv_1")(x)
+        y = L.ReLU()(L.BatchNormalization(name=f"{scope}-batchnorm_1")(y))
+        y = L.Conv2D(16, 3, padding="same", name=f"{scope}-conv_2")(y)
+        y = L.BatchNormalization(name=f"{scope}-batchnorm_2")(y)
         x = L.ReLU()(L.Add()([x, y]))
     x = L.GlobalAveragePooling2D()(x)
     return keras.Model(inp, L.Dense(10, activation="softmax", name="out")(x))
@@ -110,14 +110,14 @@ def densenet_twin() -> keras.Model:
 
     inp = x = keras.Input((16, 16, 24))
     for i in (1, 2, 3):
-        scope = f"conv2.dense_layer_{i}"
-        y = L.Conv2D(128, 1, use_bias=False, name=f"{scope}.conv_1")(
-            bn_relu(x, f"{scope}.batchnorm_1"))
-        y = L.Conv2D(32, 3, padding="same", use_bias=False, name=f"{scope}.conv_2")(
-            bn_relu(y, f"{scope}.batchnorm_2"))
+        scope = f"conv2-dense_layer_{i}"
+        y = L.Conv2D(128, 1, use_bias=False, name=f"{scope}-conv_1")(
+            bn_relu(x, f"{scope}-batchnorm_1"))
+        y = L.Conv2D(32, 3, padding="same", use_bias=False, name=f"{scope}-conv_2")(
+            bn_relu(y, f"{scope}-batchnorm_2"))
         x = L.Concatenate()([x, y])
-    x = bn_relu(x, "pool2.batchnorm_1")
-    x = L.Conv2D(x.shape[-1] // 2, 1, use_bias=False, name="pool2.conv_1")(x)
+    x = bn_relu(x, "pool2-batchnorm_1")
+    x = L.Conv2D(x.shape[-1] // 2, 1, use_bias=False, name="pool2-conv_1")(x)
     x = L.AveragePooling2D(2, strides=2)(x)
     x = L.GlobalAveragePooling2D()(bn_relu(x, "batchnorm_1"))
     return keras.Model(inp, L.Dense(10, activation="softmax", name="dense_1")(x))

@@ -232,7 +232,7 @@ def test_dunder_names_make_a_module_that_imports_and_builds(tmp_path):
     assert proc.returncode == 0, proc.stderr
     checked = json.loads(run_cnndsl("check", "--json", "dunder.cnn", cwd=tmp_path).stdout)
     assert proc.stdout.split() == ["__name__", str(checked["params"]["total"]),
-                                   "__class__.conv_1"]
+                                   "__class__-conv_1"]
 
 
 def test_no_input_text_on_the_lines_python_reads_an_encoding_from(tmp_path):

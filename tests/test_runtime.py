@@ -73,8 +73,8 @@ network t {
     model = build_model(analysis)
     names = [layer.name for layer in model.layers]
     # A node that maps to several Keras layers chains them, named by their suffix.
-    assert names[:3] == ["input", "conv_1_pad", "conv_1"]
-    assert "r1.conv_1_pad" in names and "r1.add_1" in names
+    assert names[:3] == ["input", "conv_1-pad", "conv_1"]
+    assert "r1-conv_1-pad" in names and "r1-add_1" in names
     assert names[-1] == "out"
 
 

@@ -98,6 +98,9 @@ def test_a_run_writes_every_file_and_evaluates_again(tiny, tmp_path, capsys):
     assert metrics["epochs"] == 2 and metrics["params"] == 4 * 10 + 6 * 6 * 4 * 3 + 3
     assert metrics["dataset"] == "tiny.npz" and metrics["device"].startswith("CPU")
     assert metrics["test_accuracy"] > 0.6 and metrics["seconds_per_epoch"] > 0
+    assert (metrics["backend"], metrics["backend_version"]) == (  # the default backend
+        "tensorflow", sys.modules["tensorflow"].__version__)
+    assert json.loads((run / "run.json").read_text())["config"]["backend"] == "tensorflow"
     assert history_epochs(run) == [1, 2]
     with open(run / "history.csv") as f:
         assert {"loss", "accuracy", "val_loss", "val_accuracy"} <= set(next(csv.DictReader(f)))

@@ -136,12 +136,12 @@ def test_verbose_2_is_a_line_an_epoch_and_0_none(tmp_path, capsys, monkeypatch):
 
 
 def test_output_closed_mid_run_the_run_goes_on_unseen(tmp_path):
-    """`cnndsl train ... | head -4`: the reader goes away; the run still ends whole."""
+    """`cnndsl train ... | head -5`: the reader goes away; the run still ends whole."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "cnndsl", "train", *MNIST, "--epochs", "2",
          "--out", str(tmp_path / "run")], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         cwd=ROOT, env={**ENV, "CNNDSL_PROGRESS_SECONDS": "0.1"})
-    first = [proc.stdout.readline() for _ in range(4)]
+    first = [proc.stdout.readline() for _ in range(5)]  # backend, device, strategy, data
     assert first[-1].startswith(b"epoch 1/2: ")
     proc.stdout.close()
     assert proc.wait(timeout=120) == 0

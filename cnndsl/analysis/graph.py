@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from cnndsl.analysis.ops.base import Op
+from cnndsl.analysis.ops.base import Op, keras_name
 from cnndsl.common.diagnostics import Span
 
 
@@ -40,11 +40,9 @@ class Node:
 
     @property
     def keras_name(self) -> str:
-        """The Keras layer name: Keras forbids `/`, so scopes join with `.` (conv3.block_1.conv_1).
-
-        `build` and `train` both use this, so a generated module and an in-process model agree.
-        """
-        return self.name.replace("/", ".")
+        """The Keras layer name (conv3-block_1-conv_1): `check --json`, `build` and `train`
+        all use this, so the report, a generated module and an in-process model agree."""
+        return keras_name(self.name)
 
 
 @dataclass(frozen=True)

@@ -43,6 +43,8 @@ EARLY_STOPPING_OPTIONS = ("monitor", "patience", "min_delta", "restore_best")
 MONITORS = ("val_loss", "val_accuracy", "loss", "accuracy")
 # tf.distribute strategies (cnndsl/training/distribute.py); `auto` mirrors over several GPUs.
 STRATEGIES = ("auto", "one", "mirrored", "multiworker")
+# The Keras 3 backends `train` runs on (cnndsl/training/keras_backend.py).
+BACKENDS = ("tensorflow", "jax", "torch")
 
 
 @dataclass(frozen=True)
@@ -68,6 +70,7 @@ class TrainConfig:
     early_stopping: EarlyStopping | None = None
     seed: int = 42
     strategy: str = "auto"
+    backend: str | None = None  # None: KERAS_BACKEND, else tensorflow; a run records its own
     # Networks with several outputs: a loss and a weight per output name (else `loss`, 1).
     output_losses: Mapping[str, str] = field(default_factory=dict)
     loss_weights: Mapping[str, float] = field(default_factory=dict)
@@ -88,6 +91,7 @@ class TrainConfig:
         es = data.get("early_stopping")
         data["early_stopping"] = EarlyStopping(**es) if es else None
         data["metrics"] = tuple(data.get("metrics", ()))
+        data.setdefault("backend", "tensorflow")  # the only backend of runs made before it
         return TrainConfig(**data)
 
 
@@ -282,6 +286,7 @@ _ENTRIES: dict[str, Callable[[TrainEntry], dict[str, Any]]] = {
     "early_stopping": _early_stopping,
     "seed": lambda e: {"seed": _count(_one(e), "`seed`", 0)},
     "strategy": lambda e: {"strategy": _name(_one(e), "strategy", STRATEGIES)},
+    "backend": lambda e: {"backend": _name(_one(e), "backend", BACKENDS)},
 }
 KEYS = tuple(_ENTRIES)
 
@@ -353,7 +358,8 @@ def apply_overrides(config: TrainConfig, overrides: Mapping[str, Any]) -> TrainC
             changes["metrics"] = tuple(_name(n.strip(), "metric", METRICS) for n in names)
         elif key in _ENTRIES:
             if isinstance(value, str):
-                value = _parse_number(value) if key not in ("dataset", "strategy") else value
+                value = (value if key in ("dataset", "strategy", "backend")
+                         else _parse_number(value))
             values = (Word(value) if isinstance(value, str) else value,)
             update = _ENTRIES[key](TrainEntry(key, values, {}, Span.point(1, 1)))
             if key == "optimizer":  # a new optimizer keeps the options it also takes (lr)

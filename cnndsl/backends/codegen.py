@@ -7,7 +7,7 @@ builds Python source (`4 * growth`), `in.c` becomes `inputs.shape[-1]`. Each sta
 becomes the Keras layers of its op's own mapping (`op.to_keras`), the mapping the in-process
 runtime reads, so the module `build` writes and the model `train` runs cannot drift apart.
 
-Layer names are those of `check`, with `/` written `.` (Node.keras_name): a block function
+Layer names are those of `check`, with `/` written `-` (ops.base.keras_name): a block function
 takes its instance's name (`name="inception_3a"`) and builds its layers' names from it, with
 the elaborator's counters replayed statement by statement; a `repeat` becomes a `for` loop
 whose index goes into the names.
@@ -38,7 +38,7 @@ from typing import Any
 from cnndsl.analysis.elaborate import Elaborator, refs, repeat_index, walk
 from cnndsl.analysis.infer import Analysis
 from cnndsl.analysis.ops import OPS
-from cnndsl.analysis.ops.base import KerasLayer, Op
+from cnndsl.analysis.ops.base import KERAS_SEP, KerasLayer, Op
 from cnndsl.analysis.pipeline import Result, analyse
 from cnndsl.analysis.values import Deferred, Symbolic, TensorRef, Word, evaluate, is_symbolic, truth
 from cnndsl.common.diagnostics import CnnError, Diagnostic
@@ -299,7 +299,7 @@ class _Name:
     parts: tuple[str | Sym, ...]
 
     def child(self, *parts: str | Sym) -> _Name:
-        sep: tuple[str | Sym, ...] = (".",) if self.parts else ()
+        sep: tuple[str | Sym, ...] = (KERAS_SEP,) if self.parts else ()
         return _Name(self.parts + sep + parts)
 
     def render(self) -> str:
@@ -310,7 +310,7 @@ class _Name:
             if isinstance(p, Sym):
                 out.append("{" + p.src + "}")
             else:
-                if not re.fullmatch(r"[A-Za-z0-9_.]*", p):
+                if not re.fullmatch(r"[A-Za-z0-9_-]*", p):
                     raise ValueError(f"unsafe name piece {p!r}")
                 out.append(p)
         return 'f"' + "".join(out) + '"'
@@ -972,8 +972,7 @@ def flat_body(analysis: Analysis) -> list[str]:
     for layer in analysis.layers:
         node = layer.node
         specs = node.op.to_keras(node.args)
-        name = _Name(tuple(node.keras_name.split(".")[:1]) + tuple(
-            p for part in node.keras_name.split(".")[1:] for p in (".", part)))
+        name = _Name((node.keras_name,))
         if node.op.arity == "source":
             args = [*_kwargs(specs[0]), f"name={_suffixed(name, specs[0].suffix)}"]
             var[node.id] = identifier(node.name, taken) if several else "inputs"

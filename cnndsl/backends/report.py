@@ -85,6 +85,7 @@ def _layer_json(a: Analysis, layer: Layer) -> dict[str, Any]:
         "name": node.name,
         "op": node.op.name,
         "keras": node.op.keras,
+        "keras_name": node.keras_name,
         "scope": list(node.scope),
         "output_shape": _shape(layer.shape),
         "params": layer.params,

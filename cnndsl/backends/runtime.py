@@ -19,13 +19,13 @@ from cnndsl.analysis.ops.base import KerasLayer
 
 
 def import_keras() -> Any:
-    """Keras, quietly: TensorFlow's C++ start-up chatter is no use to a user; with cnndsl's
-    own layers registered, so `load_model` reads models that use them."""
+    """Keras, on the backend KERAS_BACKEND names (cnndsl/training/keras_backend.py sets it), and
+    quietly: TensorFlow's C++ start-up chatter, when Keras loads it, is no use to a user;
+    with cnndsl's own layers registered, so `load_model` reads models that use them."""
     if "keras" not in sys.modules:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
         with _quiet_native_stderr():
-            import keras  # noqa: F401
-            import tensorflow  # noqa: F401  (its C++ logs come at import)
+            import keras  # noqa: F401  (TensorFlow's C++ logs come as its backend loads)
     from cnndsl.backends import keras_layers  # noqa: F401  (registers them)
 
     return sys.modules["keras"]

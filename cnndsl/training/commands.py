@@ -10,7 +10,7 @@ from typing import Any
 
 from cnndsl.common.files import WriteError
 from cnndsl.common.safetext import shown
-from cnndsl.training import datasets
+from cnndsl.training import datasets, keras_backend
 from cnndsl.training.errors import (
     EXIT_ERRORS,
     EXIT_INTERRUPTED,
@@ -19,7 +19,7 @@ from cnndsl.training.errors import (
     TrainError,
     TrainInterrupted,
 )
-from cnndsl.training.fit import compile_args, evaluate_model, setup
+from cnndsl.training.fit import compile_args, evaluate_model
 from cnndsl.training.keras_backend import model_from_checkpoint
 from cnndsl.training.progress import Reporter, error, note
 from cnndsl.training.run_folder import MODEL, RUN, RunSpec, load_keras, unlock_all
@@ -93,10 +93,17 @@ def _joins_run(source: str, out: Path | None) -> Path | None:
 
 
 def evaluate_command(folder: Path, *, data: Path | None = None,
-                     dataset: str | None = None) -> int:
-    """`cnndsl evaluate DIR [--data PATH]`: the saved model's test loss and accuracy."""
+                     dataset: str | None = None, backend_name: str | None = None) -> int:
+    """`cnndsl evaluate DIR [--data PATH]`: the saved model's test loss and accuracy, on
+    the backend that trained it (run.json); `backend_name` (--backend) must be that one."""
     try:
         run = RunSpec.load(folder)
+        made_on = run.config.backend
+        if backend_name is not None and with_overrides(
+                run.config, {"backend": backend_name}).backend != made_on:
+            raise TrainError(f"`{folder}` was trained on {made_on}; evaluate it on {made_on} "
+                             "(leave out --backend)", EXIT_USAGE)
+        on = keras_backend.load(made_on)  # before the data: keras.datasets imports Keras
         if dataset is not None:
             run.config = with_overrides(run.config, {"dataset": dataset})
             run.data = None
@@ -111,7 +118,8 @@ def evaluate_command(folder: Path, *, data: Path | None = None,
             path = inside(folder, checkpoint, "checkpoint")
         analysis, _ = analyse_source(run.source, run.file, run.network, show=False)
         prepared, loaded = load_data(run, analysis)
-        keras = setup(run.config.seed)
+        keras_backend.seed(on, run.config.seed)
+        keras = on.keras
         model = (load_keras(path, keras) if path.suffix == ".keras"
                  else model_from_checkpoint(analysis, path))
         # The data given now may label classes differently (one-hot or not): compile anew.

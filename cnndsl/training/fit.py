@@ -14,7 +14,7 @@ from typing import Any
 from cnndsl.analysis.train_section import METRIC_CLASSES, OPTIMIZER_CLASSES, TrainConfig
 from cnndsl.training.datasets import examples
 from cnndsl.training.errors import EXIT_USAGE, TrainError
-from cnndsl.training.keras_backend import steps_per_execution
+from cnndsl.training.keras_backend import Backend, steps_per_execution
 from cnndsl.training.progress import Epochs, keras_callback
 from cnndsl.training.run_folder import RunSpec, commit, commit_state
 from cnndsl.training.runstate import inside
@@ -24,18 +24,6 @@ from cnndsl.training.runstate import inside
 class Fitted:
     history: list[dict[str, Any]]  # a row an epoch, those of earlier sessions first
     seconds: list[float]
-
-
-def import_keras() -> Any:
-    from cnndsl.backends.runtime import import_keras
-
-    return import_keras()
-
-
-def setup(seed: int) -> Any:
-    keras = import_keras()
-    keras.utils.set_random_seed(seed)
-    return keras
 
 
 # ----------------------------------------------------------------------------- compiling
@@ -54,14 +42,16 @@ def compile_args(analysis: Any, config: TrainConfig, prepared: Any, keras: Any
 
 
 def compiled(analysis: Any, config: TrainConfig, prepared: Any, mixed: bool,
-             keras: Any, batch: int, strategy: str) -> Any:
+             on: Backend, batch: int, strategy: str) -> Any:
+    """Built and compiled on backend `on`, under distribution strategy `strategy`."""
     from cnndsl.backends.runtime import build_model
 
+    keras = on.keras
     model = build_model(analysis, "float32" if mixed else None)
     optimizer = make_optimizer(config, keras)
     steps = -(-round(examples(prepared.x_train) * (1 - config.validation_split)) // batch)
     model.compile(optimizer=optimizer, **compile_args(analysis, config, prepared, keras),
-                  steps_per_execution=steps_per_execution(steps, strategy))
+                  steps_per_execution=steps_per_execution(on, steps, strategy))
     return model
 
 

@@ -56,6 +56,8 @@ def summary(metrics: Mapping[str, Any], folder: Path) -> str:
         ("epochs run", str(metrics["epochs"])),
         ("seconds per epoch", f"{metrics['seconds_per_epoch']:.2f}"),
         ("params", f"{metrics['params']:,}"),
+        ("backend", f"{metrics['backend']} {metrics['backend_version']} (Keras "
+                    f"{metrics['keras_version']})"),
         ("strategy", f"{metrics['strategy']}, {metrics['replicas']} replica"
                      f"{'s' * (metrics['replicas'] != 1)}"),
         ("batch", f"{metrics['global_batch']} global = {metrics['batch_per_replica']} per "

@@ -25,7 +25,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cnndsl.analysis.train_section import TrainConfig
 from cnndsl.common.files import replacing, write_atomic
@@ -33,6 +33,9 @@ from cnndsl.training.datasets import examples
 from cnndsl.training.errors import EXIT_USAGE, TrainError
 from cnndsl.training.progress import note
 from cnndsl.training.runstate import config_problem, read_state
+
+if TYPE_CHECKING:
+    from cnndsl.training.keras_backend import Backend
 
 RUN, STATE, HISTORY, MODEL, METRICS = (
     "run.json", "state.json", "history.csv", "model.keras", "metrics.json")
@@ -275,7 +278,7 @@ def _draw(folder: Path, history: list[dict[str, Any]], kernel: tuple[Any, str] |
 
 def finish(model: Any, run: RunSpec, prepared: Any, data: Any, history: list[dict[str, Any]],
            seconds: list[float], device: str, plan: Any,
-           evaluate: Callable[[], dict[str, float]]) -> dict[str, Any]:
+           evaluate: Callable[[], dict[str, float]], backend: Backend) -> dict[str, Any]:
     """The final files: model.keras, metrics.json (returned), the plots; then state.json
     says the run is done."""
     # The plots are drawn while TensorFlow evaluates (it releases the GIL): the end of a
@@ -291,6 +294,9 @@ def finish(model: Any, run: RunSpec, prepared: Any, data: Any, history: list[dic
         "seconds_per_epoch": round(sum(seconds) / max(1, len(seconds)), 3),
         "params": int(model.count_params()),
         "dataset": data.name,
+        "backend": backend.name,
+        "backend_version": backend.version,
+        "keras_version": backend.keras.__version__,
         "device": device,
         "strategy": plan.name,
         "replicas": plan.replicas,

@@ -96,7 +96,14 @@ def read_state(folder: Path) -> dict[str, Any]:
 def config_problem(config: Any) -> str | None:
     """What is wrong with the train settings read back from run.json, or None: the same
     names and ranges the `train` section accepts."""
-    from cnndsl.analysis.train_section import LOSSES, METRICS, MONITORS, OPTIMIZER_ARGS, STRATEGIES
+    from cnndsl.analysis.train_section import (
+        BACKENDS,
+        LOSSES,
+        METRICS,
+        MONITORS,
+        OPTIMIZER_ARGS,
+        STRATEGIES,
+    )
 
     es = config.early_stopping
     options = config.optimizer_options
@@ -113,6 +120,7 @@ def config_problem(config: Any) -> str | None:
         "validation_split": _number(config.validation_split) and 0 <= config.validation_split < 1,
         "seed": isinstance(config.seed, int) and not isinstance(config.seed, bool),
         "strategy": isinstance(config.strategy, str) and config.strategy in STRATEGIES,
+        "backend": config.backend in BACKENDS,
         "early_stopping": es is None or (
             isinstance(es.monitor, str) and es.monitor in MONITORS and _count(es.patience)
             and _number(es.min_delta) and isinstance(es.restore_best, bool)),

@@ -14,25 +14,23 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from cnndsl.analysis.train_section import TrainConfig
 from cnndsl.common.files import InputOverwriteError, WriteError, refuse_input
-from cnndsl.training import datasets
+from cnndsl.training import datasets, keras_backend
 from cnndsl.training.errors import EXIT_USAGE, EXIT_WORKER_LOST, TrainError, TrainInterrupted
 from cnndsl.training.fit import (
     Fitted,
     compiled,
     evaluate_model,
     fit,
-    import_keras,
     loop_epochs,
     make_optimizer,
     restore_best,
 )
-from cnndsl.training.keras_backend import device
 from cnndsl.training.progress import Reporter, note, summary
 from cnndsl.training.run_folder import (
     RUN,
@@ -56,7 +54,6 @@ from cnndsl.training.settings import (
     analyse_source,
     check_multiworker,
     devices,
-    plan,
     with_overrides,
     writes,
 )
@@ -165,10 +162,13 @@ def begin(source: str, name: str, analysis: Any, config: TrainConfig, *,
     if out is not None and (out / RUN).exists():
         raise TrainError(f"`{out}` already holds a run; continue it with `--resume {out}` or "
                          "choose another --out", EXIT_USAGE)
+    # The backend is recorded in run.json: a resumed or evaluated run stays on it.
+    config = replace(config, backend=keras_backend.chosen(config.backend))
     # An absolute data path, so that `--resume` works from any folder.
     run = RunSpec(Path(), source, name, network, str(data.resolve()) if data else None,
                   config, mixed_precision, devices=devices(devices_text),
                   writes=writes(config))
+    _on_backend(run)
     prepared, loaded = load_data(run, analysis)
     if not run.writes:  # a multiworker worker reads the chief's folder, writes nothing there
         run.folder = Path(out or ".")  # the command insisted on --out
@@ -186,7 +186,11 @@ def resumed(folder: Path, data: Path | None, overrides: Mapping[str, Any],
             devices_text: str | None, report: Reporter) -> Started | None:
     """The run to continue, or None (said why) when there is nothing left to train."""
     run = RunSpec.load(folder)
+    made_on = run.config.backend
     run.config = with_overrides(run.config, overrides)
+    if run.config.backend != made_on:
+        raise TrainError(f"`{folder}` was trained on {made_on}; resume it on {made_on} "
+                         "(leave out --backend)", EXIT_USAGE)
     if data is not None:
         run.data = str(data.resolve())
     if devices_text is not None:
@@ -205,10 +209,18 @@ def resumed(folder: Path, data: Path | None, overrides: Mapping[str, Any],
     if epochs_done(run):
         note(f"`{folder}` finished its {done} epochs but not its final files; writing them")
     analysis, _ = analyse_source(run.source, run.file, run.network, show=False)
+    _on_backend(run)
     prepared, loaded = load_data(run, analysis)
     if run.writes:
         write_json(folder / RUN, run.to_json())  # a longer --epochs holds for later resumes
     return run, analysis, prepared, loaded
+
+
+def _on_backend(run: RunSpec) -> None:
+    """Keras loaded on the run's backend, before the data (keras.datasets imports it);
+    what that backend cannot do refused before a folder is made."""
+    keras_backend.refuse_tensorflow_only(run.config.backend, run.config.strategy, run.devices)
+    keras_backend.load(run.config.backend)
 
 
 def execute(run: RunSpec, analysis: Any, prepared: Any, data: Any,
@@ -227,10 +239,13 @@ def _execute(run: RunSpec, analysis: Any, prepared: Any, data: Any,
     done = state.get("epoch", 0)
     if config.strategy == "multiworker":
         check_multiworker(config, run.mixed_precision)
-    keras = import_keras()
-    chosen = plan(config.strategy, run.devices)  # before TensorFlow initialises its devices
-    keras.utils.set_random_seed(config.seed)
-    on = device(run.mixed_precision)
+    on_backend = keras_backend.load(config.backend)
+    keras = on_backend.keras
+    # before TensorFlow initialises its devices
+    chosen = keras_backend.plan(on_backend, config.strategy, run.devices)
+    keras_backend.seed(on_backend, config.seed)
+    on = keras_backend.device(on_backend, run.mixed_precision)
+    report.say(f"backend: {on_backend.describe()}")
     report.say(f"device: {on}")
     report.say(f"strategy: {chosen.describe(config.batch)}")
     report.say(datasets.describe(data))
@@ -240,12 +255,13 @@ def _execute(run: RunSpec, analysis: Any, prepared: Any, data: Any,
         if datasets.several_ports(analysis):
             raise TrainError("multi-worker training takes networks of one input and one "
                              "output", EXIT_USAGE)
-        return _train_multiworker(run, analysis, prepared, data, chosen, on, keras, report)
+        return _train_multiworker(run, analysis, prepared, data, chosen, on, on_backend,
+                                  report)
     with chosen.strategy.scope():  # variables made here are mirrored on every replica
         if done:
             model = load_keras(inside(run.folder, state["checkpoint"], "checkpoint"), keras)
         else:
-            model = compiled(analysis, config, prepared, run.mixed_precision, keras,
+            model = compiled(analysis, config, prepared, run.mixed_precision, on_backend,
                              chosen.global_batch(config.batch), chosen.name)
     if epochs_done(run):  # killed after its last epoch: finish it as that epoch left it
         restore_best(model, run)
@@ -254,7 +270,8 @@ def _execute(run: RunSpec, analysis: Any, prepared: Any, data: Any,
         fitted = fit(model, run, prepared, report.epochs(config.epochs), keras,
                      chosen.global_batch(config.batch))
     metrics = finish(model, run, prepared, data, fitted.history, fitted.seconds, on, chosen,
-                     lambda: evaluate_model(model, prepared, chosen.global_batch(config.batch)))
+                     lambda: evaluate_model(model, prepared, chosen.global_batch(config.batch)),
+                     on_backend)
     report.say(summary(metrics, run.folder))
     return Run(run.folder, fitted.history, metrics, model)
 
@@ -271,7 +288,7 @@ def _interrupted(run: RunSpec) -> TrainInterrupted:
 
 
 def _train_multiworker(run: RunSpec, analysis: Any, prepared: Any, data: Any, chosen: Any,
-                       on: str, keras: Any, report: Reporter) -> Run | None:
+                       on: str, on_backend: keras_backend.Backend, report: Reporter) -> Run | None:
     """MultiWorkerMirroredStrategy through distribute.Loop (Keras 3's fit cannot run it).
     Every worker runs every step and checkpoint; only the chief keeps what they write."""
     import shutil
@@ -279,7 +296,7 @@ def _train_multiworker(run: RunSpec, analysis: Any, prepared: Any, data: Any, ch
     from cnndsl.backends.runtime import build_model
     from cnndsl.training import distribute
 
-    config = run.config
+    config, keras = run.config, on_backend.keras
     elsewhere = None if run.writes else scratch(run.folder)
     try:
         with chosen.strategy.scope():
@@ -308,7 +325,7 @@ def _train_multiworker(run: RunSpec, analysis: Any, prepared: Any, data: Any, ch
             report.say(f"worker done: test accuracy {scores['accuracy']:.2%}; {where}")
             return None
         metrics = finish(model, run, prepared, data, fitted.history, fitted.seconds, on,
-                         chosen, lambda: scores)
+                         chosen, lambda: scores, on_backend)
         report.say(summary(metrics, run.folder))
         return Run(run.folder, fitted.history, metrics, model)
     except distribute.WorkerLost as err:

@@ -1,5 +1,5 @@
-"""What to train and where: the source analysed, its `train` settings with the command line's
-overrides, and the distribution strategy."""
+"""What to train: the source analysed, and its `train` settings with the command line's
+overrides. Where (backend, device, strategy) is backend.py's."""
 
 from __future__ import annotations
 
@@ -92,15 +92,6 @@ def writes(config: TrainConfig) -> bool:
 
     try:
         return config.strategy != "multiworker" or is_chief(tf_config())
-    except StrategyError as err:
-        raise TrainError(str(err), EXIT_USAGE) from err
-
-
-def plan(strategy: str, devices: tuple[str, ...]) -> Any:
-    from cnndsl.training.distribute import StrategyError, choose
-
-    try:
-        return choose(strategy, devices)
     except StrategyError as err:
         raise TrainError(str(err), EXIT_USAGE) from err
 

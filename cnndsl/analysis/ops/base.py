@@ -72,6 +72,19 @@ class ArgSpec:
                         and (v > self.high or (self.high_open and v == self.high))))
 
 
+# Keras layer names join scopes with `-`: Keras forbids `/`, PyTorch's parameter names `.`,
+# and `-` is in no .cnn name, so `inception_3a/conv_1` <-> `inception_3a-conv_1` both ways.
+KERAS_SEP = "-"
+# The extra ZeroPadding2D of `pad=`: `conv_1-pad` is never a node's name, because `conv_1`
+# (a layer) cannot also be a scope (check keeps layer and block names unique together).
+PAD_SUFFIX = KERAS_SEP + "pad"
+
+
+def keras_name(name: str) -> str:
+    """The Keras layer name of a layer `check` names `name` (docs/build.md, "Layer names")."""
+    return name.replace("/", KERAS_SEP)
+
+
 @dataclass(frozen=True)
 class KerasLayer:
     """One Keras layer an op becomes: `keras.layers.<cls>(**kwargs)`, named name + suffix.

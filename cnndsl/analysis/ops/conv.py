@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from cnndsl.analysis.ops.activations import ACTIVATION_FLAGS, activation_kwargs
 from cnndsl.analysis.ops.base import (
+    PAD_SUFFIX,
     Args,
     ArgSpec,
     Context,
@@ -72,7 +73,7 @@ def conv_keras(cls: str, main: dict, args: Args, custom: bool = False) -> list[K
         kwargs["use_bias"] = False
     layers = [KerasLayer(cls, kwargs, custom=custom)]
     if args["pad"] is not None:
-        layers.insert(0, KerasLayer("ZeroPadding2D", {"padding": args["pad"]}, "_pad"))
+        layers.insert(0, KerasLayer("ZeroPadding2D", {"padding": args["pad"]}, PAD_SUFFIX))
     return layers
 
 

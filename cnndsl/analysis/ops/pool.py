@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
-from cnndsl.analysis.ops.base import Args, ArgSpec, Context, KerasLayer, Op, Shape, Window, spatial
+from cnndsl.analysis.ops.base import (
+    PAD_SUFFIX,
+    Args,
+    ArgSpec,
+    Context,
+    KerasLayer,
+    Op,
+    Shape,
+    Window,
+    spatial,
+)
 from cnndsl.analysis.ops.conv import PADDING_FLAGS, WINDOW_ARGS, conv_output
 
 _POOL_ARGS = (
@@ -32,7 +42,7 @@ def _pool(name: str, keras: str, summary: str) -> Op:
                   "padding": "valid" if a["pad"] is not None else a["padding"]}
         layers = [KerasLayer(keras, kwargs)]
         if a["pad"] is not None:
-            layers.insert(0, KerasLayer("ZeroPadding2D", {"padding": a["pad"]}, "_pad"))
+            layers.insert(0, KerasLayer("ZeroPadding2D", {"padding": a["pad"]}, PAD_SUFFIX))
         return layers
 
     return Op(name=name, keras=keras, summary=summary, args=_POOL_ARGS, flags=PADDING_FLAGS,

@@ -55,7 +55,9 @@ class Params:
 @dataclass(frozen=True)
 class Layer:
     """One layer as `check` reports it. `name` is its full name (`conv3/block_1/conv_1`),
-    `scope` the block instances it is in; `output_shape` has no batch dimension."""
+    `scope` the block instances it is in; `output_shape` has no batch dimension;
+    `keras_name` the name of its Keras layer in keras_model() and the built module
+    (`conv3-block_1-conv_1`: every Keras backend accepts it)."""
 
     name: str
     op: str
@@ -66,6 +68,7 @@ class Layer:
     macs: int
     receptive_field: tuple[int, int] | None
     line: int
+    keras_name: str
 
 
 def load(path: str | PathLike[str], network: str | None = None) -> Network:
@@ -203,7 +206,8 @@ class Network:
     @cached_property
     def layers(self) -> list[Layer]:
         return [Layer(x.node.name, x.node.op.name, x.node.scope, x.shape, x.params,
-                      x.trainable, x.macs, x.field.size if x.field else None, x.node.span.line)
+                      x.trainable, x.macs, x.field.size if x.field else None, x.node.span.line,
+                      x.node.keras_name)
                 for x in self._analysed().layers]
 
     # ------------------------------------------------------------------------ reports

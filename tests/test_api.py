@@ -126,7 +126,7 @@ def test_keras_layers_have_the_shapes_and_params_of_net_layers(keras_models):
     net, model = keras_models[-1]
     by_name = {layer.name: layer for layer in model.layers}
     for layer in net.layers:
-        keras_layer = by_name[layer.name.replace("/", ".")]
+        keras_layer = by_name[layer.keras_name]
         assert tuple(keras_layer.output.shape[1:]) == layer.output_shape, layer.name
         assert keras_layer.count_params() == layer.params, layer.name
 
@@ -148,7 +148,7 @@ def test_figures_and_layers():
     assert net.params == cnndsl.Params(52138, 52138, 0)
     assert net.flops == 2 * net.macs == 2 * sum(layer.macs for layer in net.layers)
     conv = net.layers[1]
-    assert conv == cnndsl.Layer("conv_1", "conv", (), (26, 26, 8), 80, 80, 48672, (3, 3), 5)
+    assert conv == cnndsl.Layer("conv_1", "conv", (), (26, 26, 8), 80, 80, 48672, (3, 3), 5, "conv_1")
     data = net.to_json()["layers"]
     assert [(x.name, list(x.output_shape), x.params) for x in net.layers] == [
         (x["name"], x["output_shape"], x["params"]) for x in data]

@@ -39,19 +39,54 @@ class Field:
 
     def span(self, axis: int, d: int) -> int:
         """The most input rows (axis 0) or columns (1) that `d + 1` neighbouring positions
-        read together, over every position."""
-        f = self
-        while f.source and f.windows is not None:  # a chain: follow it without recursion
-            d = _reach(f.windows[axis], d)
-            f = f.source[0]
-        if f.source:  # the widest over a merge's paths
-            key = (axis, d)
-            if key not in f._spans:
-                f._spans[key] = max(p.span(axis, d) for p in f.source)
-            result = f._spans[key]
-        else:
-            result = f.extent[axis] + d * f.jump[axis]  # type: ignore[assignment]
-        return int(result)
+        read together, over every position.
+
+        Walked with an explicit stack (no recursion, however deep the network) and cached
+        per merge. `span` grows with `d`, so paths that reach the same field only need the
+        largest `d` they ask of it."""
+        f, d = _chase(self, axis, d)
+        if not f.source:
+            return _linear(f, axis, d)
+        stack = [(f, d)]
+        while stack:
+            g, e = stack[-1]
+            if (axis, e) in g._spans:
+                stack.pop()
+                continue
+            wanted: dict[int, tuple[Field, int]] = {}
+            for p in g.source:
+                h, x = _chase(p, axis, e)
+                if id(h) not in wanted or wanted[id(h)][1] < x:
+                    wanted[id(h)] = (h, x)
+            pending = [(h, x) for h, x in wanted.values()
+                       if h.source and (axis, x) not in h._spans]
+            if pending:
+                stack.extend(pending)
+                continue
+            g._spans[(axis, e)] = max(h._spans[(axis, x)] if h.source else _linear(h, axis, x)
+                                      for h, x in wanted.values())
+            stack.pop()
+        return f._spans[(axis, d)]
+
+
+def _chase(f: Field, axis: int, d: int) -> tuple[Field, int]:
+    """Follow a chain of single-source fields back to a merge or a linear field."""
+    while f.source and f.windows is not None:
+        d = _reach(f.windows[axis], d)
+        f = f.source[0]
+    return f, d
+
+
+def _linear(f: Field, axis: int, d: int) -> int:
+    return int(f.extent[axis] + d * f.jump[axis])
+
+
+def _anchor(f: Field) -> tuple[Field, tuple[int, int]]:
+    """`f` as a field it reads through stride-1 windows only, and those windows' kernels
+    less one: `f.span(a, d) == anchor.span(a, d + offset[a])`."""
+    if f.source and f.windows is not None and all(w.stride == 1 for w in f.windows):
+        return f.source[0], (f.windows[0].kernel - 1, f.windows[1].kernel - 1)
+    return f, (0, 0)
 
 
 def _reach(window: Window, d: int) -> int:
@@ -188,8 +223,14 @@ def _receptive_field(node: Node, ctx: Context, inputs: list[Field]) -> Field:
         if all(not f.source for f in inputs):
             return Field(tuple(max(f.extent[i] for f in inputs) for i in (0, 1)),  # type: ignore[arg-type]
                          tuple(max(f.jump[i] for f in inputs) for i in (0, 1)))  # type: ignore[arg-type]
-        merged = Field((0, 0), tuple(max(f.jump[i] for f in inputs) for i in (0, 1)),  # type: ignore[arg-type]
-                       tuple(inputs))
+        jumps = tuple(max(f.jump[i] for f in inputs) for i in (0, 1))
+        anchors = [_anchor(f) for f in inputs]
+        if all(a is anchors[0][0] for a, _ in anchors):  # every path reads one field by stride 1
+            # `span` grows with `d`, so the widest path is the one with the largest offset
+            wide = tuple(Window(max(o[i] for _, o in anchors) + 1, 1) for i in (0, 1))
+            merged = Field((0, 0), jumps, (anchors[0][0],), wide)  # type: ignore[arg-type]
+        else:
+            merged = Field((0, 0), jumps, tuple(inputs))  # type: ignore[arg-type]
         return replace(merged, extent=(merged.span(0, 0), merged.span(1, 0)), _spans={})
     windows = node.op.windows(node.args, ctx)
     f = inputs[0]
@@ -199,6 +240,10 @@ def _receptive_field(node: Node, ctx: Context, inputs: list[Field]) -> Field:
     if not f.source and all(isinstance(j, int) for j in jump):  # whole strides: linear
         size = tuple(f.extent[i] + (windows[i].kernel - 1) * f.jump[i] for i in (0, 1))
         return Field(size, jump)  # type: ignore[arg-type]
+    anchor, offset = _anchor(f)
+    if anchor is not f and all(w.stride == 1 for w in windows):  # fold stride-1 chains
+        windows = tuple(Window(windows[i].kernel + offset[i], 1) for i in (0, 1))  # type: ignore[assignment]
+        f = anchor
     step = Field(f.extent, jump, (f,), windows)  # type: ignore[arg-type]
     return replace(step, extent=(step.span(0, 0), step.span(1, 0)), _spans={})
 

@@ -172,3 +172,39 @@ PEAK_CASES = {"mnist": (EXAMPLES / "mnist.cnn").read_text(),
 def test_peak_activation_memory_from_keras_tensors(name):
     source = PEAK_CASES[name]
     assert analysed(source).peak_activation_bytes == keras_peak_bytes(source)
+
+
+DEEP_AFTER_UPSAMPLING = """\
+block res() {
+    add {
+        | conv 4 3x3 same
+        | identity
+    }
+}
+network deep {
+    input 16x16x4
+    conv 4 3x3 stride=2 same
+    upsample 2
+    repeat 1500 { res() }
+    globalavgpool
+    dense 2
+}
+"""
+
+
+def test_deep_network_after_upsampling_has_a_field_and_no_recursion_error(tmp_path):
+    """1500 merges after an upsample: the field is walked without recursion, in
+    reasonable time (a RecursionError once), through the real CLI."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "deep.cnn"
+    path.write_text(DEEP_AFTER_UPSAMPLING)
+    done = subprocess.run([sys.executable, "-m", "cnndsl", "check", str(path)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "error" not in (done.stdout + done.stderr).lower()
+    fields = [layer.field.size for layer in analysed(DEEP_AFTER_UPSAMPLING).layers]
+    # conv 3x3 stride 2: 3 rows, jump 2; upsample 2 then 1500 residual 3x3 convs: 3000
+    # neighbouring upsampled positions, 1500 apart in the strided grid: 3 + 2 * 1500 rows
+    assert fields[-3] == (3 + 2 * 1500, 3 + 2 * 1500)

@@ -9,7 +9,7 @@ from fractions import Fraction
 from functools import cached_property
 
 from cnndsl.analysis.graph import Graph, Node, Port, Scope
-from cnndsl.analysis.ops.base import Context, Shape, ShapeError, fmt_shape
+from cnndsl.analysis.ops.base import Context, Shape, ShapeError, Window, fmt_shape
 from cnndsl.analysis.values import Deferred, UnknownShape, convert, evaluate
 from cnndsl.common.diagnostics import ERROR, MAX_NUMBER, WARNING, CnnError, Diagnostic, Label
 
@@ -20,16 +20,90 @@ BYTES_PER_VALUE = 4  # float32
 class Field:
     """Receptive field along height and width, and the jump (product of strides) so far.
 
-    After upsampling, the jump is a fraction of an input pixel and the extent may be
-    fractional too; `size` is the whole input pixels the field spans.
+    While every stride so far is a whole number of pixels, the field of `d + 1`
+    neighbouring positions is `extent + d * jump` input rows. After upsampling it is not:
+    `upsample 2` after a stride of 2 repeats each position, so neighbours are 0 or 2 input
+    rows apart, never the average 1. Such a field keeps the layer it came from (`source`)
+    and that layer's windows, and `span` follows them back to a whole-pixel field.
     """
 
-    extent: tuple[int | Fraction, int | Fraction]
+    extent: tuple[int, int]
     jump: tuple[int | Fraction, int | Fraction]
+    source: tuple[Field, ...] = ()  # the fields this one is derived from, when not linear
+    windows: tuple[Window, Window] | None = None  # from its single source; None: a merge
+    _spans: dict[tuple[int, int], int] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def size(self) -> tuple[int, int]:
-        return (math.ceil(self.extent[0]), math.ceil(self.extent[1]))
+        return self.extent
+
+    def span(self, axis: int, d: int) -> int:
+        """The most input rows (axis 0) or columns (1) that `d + 1` neighbouring positions
+        read together, over every position.
+
+        Walked with an explicit stack (no recursion, however deep the network) and cached
+        per merge. `span` grows with `d`, so paths that reach the same field only need the
+        largest `d` they ask of it."""
+        f, d = _chase(self, axis, d)
+        if not f.source:
+            return _linear(f, axis, d)
+        stack = [(f, d)]
+        while stack:
+            g, e = stack[-1]
+            if (axis, e) in g._spans:
+                stack.pop()
+                continue
+            wanted: dict[int, tuple[Field, int]] = {}
+            for p in g.source:
+                h, x = _chase(p, axis, e)
+                if id(h) not in wanted or wanted[id(h)][1] < x:
+                    wanted[id(h)] = (h, x)
+            pending = [(h, x) for h, x in wanted.values()
+                       if h.source and (axis, x) not in h._spans]
+            if pending:
+                stack.extend(pending)
+                continue
+            g._spans[(axis, e)] = max(h._spans[(axis, x)] if h.source else _linear(h, axis, x)
+                                      for h, x in wanted.values())
+            stack.pop()
+        return f._spans[(axis, d)]
+
+
+def _chase(f: Field, axis: int, d: int) -> tuple[Field, int]:
+    """Follow a chain of single-source fields back to a merge or a linear field."""
+    while f.source and f.windows is not None:
+        d = _reach(f.windows[axis], d)
+        f = f.source[0]
+    return f, d
+
+
+def _linear(f: Field, axis: int, d: int) -> int:
+    return int(f.extent[axis] + d * f.jump[axis])
+
+
+def _anchor(f: Field) -> tuple[Field, tuple[int, int]]:
+    """`f` as a field it reads through stride-1 windows only, and those windows' kernels
+    less one: `f.span(a, d) == anchor.span(a, d + offset[a])`."""
+    if f.source and f.windows is not None and all(w.stride == 1 for w in f.windows):
+        return f.source[0], (f.windows[0].kernel - 1, f.windows[1].kernel - 1)
+    return f, (0, 0)
+
+
+def _reach(window: Window, d: int) -> int:
+    """How many positions apart, at most, the first and last positions of the previous
+    layer are that `d + 1` neighbouring positions of this layer read.
+
+    A window of `kernel` with whole stride `s` reads `s * d + kernel` positions. An
+    upsampling window (stride `1/s`) is given as the output positions one input value
+    reaches, `kernel`: output `o` reads the inputs `i` with `s * i <= o + c < s * i + kernel`
+    (some phase `c`), so positions `o` to `o + d` read inputs
+    `ceil((o + c - kernel + 1) / s)` to `floor((o + c + d) / s)`: at most
+    `(d + kernel - 1) // s` apart.
+    """
+    s = window.stride
+    if isinstance(s, Fraction) and s.denominator != 1:
+        return (d + window.kernel - 1) * s.numerator // s.denominator
+    return int(s) * d + window.kernel - 1
 
 
 @dataclass(frozen=True)
@@ -146,15 +220,32 @@ def _receptive_field(node: Node, ctx: Context, inputs: list[Field]) -> Field:
     if not inputs:
         return Field((1, 1), (1, 1))
     if node.op.windows is None:  # the widest field over a merge's paths
-        return Field(tuple(max(f.extent[i] for f in inputs) for i in (0, 1)),  # type: ignore[arg-type]
-                     tuple(max(f.jump[i] for f in inputs) for i in (0, 1)))  # type: ignore[arg-type]
+        if all(not f.source for f in inputs):
+            return Field(tuple(max(f.extent[i] for f in inputs) for i in (0, 1)),  # type: ignore[arg-type]
+                         tuple(max(f.jump[i] for f in inputs) for i in (0, 1)))  # type: ignore[arg-type]
+        jumps = tuple(max(f.jump[i] for f in inputs) for i in (0, 1))
+        anchors = [_anchor(f) for f in inputs]
+        if all(a is anchors[0][0] for a, _ in anchors):  # every path reads one field by stride 1
+            # `span` grows with `d`, so the widest path is the one with the largest offset
+            wide = tuple(Window(max(o[i] for _, o in anchors) + 1, 1) for i in (0, 1))
+            merged = Field((0, 0), jumps, (anchors[0][0],), wide)  # type: ignore[arg-type]
+        else:
+            merged = Field((0, 0), jumps, tuple(inputs))  # type: ignore[arg-type]
+        return replace(merged, extent=(merged.span(0, 0), merged.span(1, 0)), _spans={})
     windows = node.op.windows(node.args, ctx)
     f = inputs[0]
     if windows is None:
         return f
-    size = tuple(f.extent[i] + (windows[i].kernel - 1) * f.jump[i] for i in (0, 1))
     jump = tuple(f.jump[i] * windows[i].stride for i in (0, 1))
-    return Field(size, jump)  # type: ignore[arg-type]
+    if not f.source and all(isinstance(j, int) for j in jump):  # whole strides: linear
+        size = tuple(f.extent[i] + (windows[i].kernel - 1) * f.jump[i] for i in (0, 1))
+        return Field(size, jump)  # type: ignore[arg-type]
+    anchor, offset = _anchor(f)
+    if anchor is not f and all(w.stride == 1 for w in windows):  # fold stride-1 chains
+        windows = tuple(Window(windows[i].kernel + offset[i], 1) for i in (0, 1))  # type: ignore[assignment]
+        f = anchor
+    step = Field(f.extent, jump, (f,), windows)  # type: ignore[arg-type]
+    return replace(step, extent=(step.span(0, 0), step.span(1, 0)), _spans={})
 
 
 def _call_site(node: Node, scopes: dict[tuple[str, ...], Scope]) -> tuple[Label, ...]:

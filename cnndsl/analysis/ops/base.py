@@ -102,7 +102,9 @@ class KerasLayer:
 class Window:
     """A sliding window along one axis, for the receptive field: effective kernel and stride.
 
-    Upsampling layers step by a fraction of an input pixel: `stride` is then a Fraction.
+    Upsampling layers step by a fraction of an input pixel: `stride` is then a Fraction
+    `1/s`, and `kernel` is how many output values one input value reaches (a `convt`'s
+    kernel), so that an output value reads at most `(kernel - 1) // s + 1` inputs.
     """
 
     kernel: int

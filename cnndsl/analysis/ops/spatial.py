@@ -78,9 +78,10 @@ def _convt_macs(args: Args, ctx: Context, out: Shape) -> int:
 
 
 def _convt_windows(args: Args, ctx: Context) -> tuple[Window, Window]:
-    """An output value reads the input values within its kernel, a stride apart: at most
-    (kernel - 1) // stride + 1 of them; a step in the output is 1/stride of one input."""
-    return tuple(Window((effective_kernel(k, d) - 1) // s + 1, Fraction(1, s))  # type: ignore[return-value]
+    """Each input value is spread over a kernel of output values, a stride apart: a step
+    in the output is 1/stride of one input, and one input reaches `kernel` outputs (so an
+    output value reads at most (kernel - 1) // stride + 1 inputs)."""
+    return tuple(Window(effective_kernel(k, d), Fraction(1, s))  # type: ignore[return-value]
                  for k, s, d in zip(args["kernel"], args["stride"], args["dilation"],
                                     strict=True))
 
@@ -171,11 +172,12 @@ def _upsample_shape(args: Args, ctx: Context) -> Shape:
 
 
 def _upsample_windows(args: Args, ctx: Context) -> tuple[Window, Window]:
-    """Each output value copies its nearest input value, or blends its neighbours; a step in
-    the output is 1/size of one input."""
+    """Each output value copies its nearest input value, or blends `reach` neighbours; a
+    step in the output is 1/size of one input, and one input reaches `reach * size`
+    outputs (as a `convt` with that kernel and stride `size`)."""
     reach = INTERPOLATIONS[args["interpolation"]]
     # At a factor of 1 every interpolation returns its input.
-    return tuple(Window(reach if s > 1 else 1, Fraction(1, s))  # type: ignore[return-value]
+    return tuple(Window(reach * s if s > 1 else 1, Fraction(1, s))  # type: ignore[return-value]
                  for s in args["size"])
 
 

@@ -148,7 +148,8 @@ def test_figures_and_layers():
     assert net.params == cnndsl.Params(52138, 52138, 0)
     assert net.flops == 2 * net.macs == 2 * sum(layer.macs for layer in net.layers)
     conv = net.layers[1]
-    assert conv == cnndsl.Layer("conv_1", "conv", (), (26, 26, 8), 80, 80, 48672, (3, 3), 5, "conv_1")
+    assert conv == cnndsl.Layer("conv_1", "conv", (), (26, 26, 8), 80, 80, 48672, (3, 3), 5,
+                                "conv_1")
     data = net.to_json()["layers"]
     assert [(x.name, list(x.output_shape), x.params) for x in net.layers] == [
         (x["name"], x["output_shape"], x["params"]) for x in data]

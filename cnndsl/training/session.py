@@ -238,7 +238,7 @@ def _execute(run: RunSpec, analysis: Any, prepared: Any, data: Any,
     config, state = run.config, run.state
     done = state.get("epoch", 0)
     if config.strategy == "multiworker":
-        check_multiworker(config, run.mixed_precision)
+        check_multiworker(run.mixed_precision)
     on_backend = keras_backend.load(config.backend)
     keras = on_backend.keras
     # before TensorFlow initialises its devices

@@ -96,7 +96,7 @@ def writes(config: TrainConfig) -> bool:
         raise TrainError(str(err), EXIT_USAGE) from err
 
 
-def check_multiworker(config: TrainConfig, mixed_precision: bool) -> None:
+def check_multiworker(mixed_precision: bool) -> None:
     """What the multiworker loop does not do yet, refused before any worker waits."""
     if mixed_precision:
         raise TrainError("--mixed-precision is not available under `--strategy multiworker` yet",
